@@ -1,0 +1,144 @@
+"""``AttnlabModule``: what every app's LightningModule shares.
+
+An app module subclasses it, calls ``self.save_hyperparameters()`` in ``__init__`` and implements
+the usual ``training_step``/``validation_step``/``test_step``. It gets:
+
+* AdamW with linear warmup and cosine decay (``lr``, ``weight_decay``, ``warmup_fraction``
+  hyper-parameters), no weight decay on biases, norms, tokens and position tables;
+* checkpoints stamped with the app and module that wrote them, checked on load;
+* ``from_checkpoint`` that rebuilds the module from a checkpoint without executing code;
+* hooks the shared services call: ``figure_forward`` (attention figures), ``example_inputs`` and
+  ``export_model`` (export with parity), ``checkpoint_extras`` (vocabularies, id maps).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import check_compatible, load_checkpoint, module_identity
+
+__all__ = ["AttnlabModule", "param_groups", "warmup_cosine"]
+
+
+def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float = 0.0) -> float:
+    """LR multiplier: linear warmup over ``warmup`` steps, then cosine down to ``min_ratio``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+NO_DECAY_NAMES = ("cls_token", "pos_embed", "reg_token", "dist_token", "mask_token", "embedding")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only: biases, norm scales, tokens and embeddings are exempt."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or any(token in name for token in NO_DECAY_NAMES):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class AttnlabModule(pl.LightningModule):
+    app_name: ClassVar[str] = ""
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        lr = float(hp.get("lr", 1e-3))
+        optimizer = torch.optim.AdamW(
+            param_groups(self, float(hp.get("weight_decay", 0.05))),
+            lr=lr,
+            betas=tuple(hp.get("betas", (0.9, 0.999))),
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(float(hp.get("warmup_fraction", 0.05)) * total)
+        min_ratio = float(hp.get("min_lr_ratio", 0.01))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, total, warmup, min_ratio)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_extras(self) -> dict[str, Any]:
+        """Plain data the app needs back at load time (vocabulary, item ids). Override."""
+        return {}
+
+    def load_checkpoint_extras(self, extras: dict[str, Any]) -> None:
+        """Restore what ``checkpoint_extras`` saved. Override."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from . import __version__
+
+        checkpoint["attnlab"] = {
+            "app": self.app_name,
+            "module": module_identity(self),
+            "attnlab_version": __version__,
+            "extras": self.checkpoint_extras(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_compatible(checkpoint, self)
+        extras = (checkpoint.get("attnlab") or {}).get("extras") or {}
+        if extras:
+            self.load_checkpoint_extras(extras)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: Any = "cpu") -> AttnlabModule:
+        """Rebuild the module a checkpoint was written by, with its weights, in eval mode."""
+        checkpoint = load_checkpoint(path, map_location)
+        hparams = {
+            k: v
+            for k, v in (checkpoint.get("hyper_parameters") or {}).items()
+            if not k.startswith("_")
+        }
+        meta = checkpoint.get("attnlab") or {}
+        written_by = meta.get("module")
+        if (
+            written_by
+            and cls is not AttnlabModule
+            and written_by != f"{cls.__module__}.{cls.__qualname__}"
+        ):
+            from .checkpoint import CheckpointError
+
+            raise CheckpointError(
+                f"{path} was written by {written_by} (app {meta.get('app', '?')!r}), not "
+                f"{cls.__module__}.{cls.__qualname__}; use the app that trained it"
+            )
+        module = cls(**hparams)
+        module.on_load_checkpoint(checkpoint)
+        module.load_state_dict(checkpoint["state_dict"], strict=True)
+        return module.eval()
+
+    # ------------------------------------------------------------------ hooks for the services
+    def figure_forward(self, batch: Any) -> Any:
+        """Forward pass over a batch of validation samples, run under ``capture_attention``."""
+        raise NotImplementedError(f"{type(self).__name__} does not draw attention figures")
+
+    def example_inputs(self) -> tuple[Tensor, ...]:
+        """A sample batch of inputs for ``export_model()``; used by `attnlab <app> export`."""
+        raise NotImplementedError(f"{type(self).__name__} does not support export")
+
+    def export_model(self) -> nn.Module:
+        """The module to export: plain tensors in, tensors out. Defaults to ``self.model``."""
+        model = getattr(self, "model", None)
+        if not isinstance(model, nn.Module):
+            raise NotImplementedError(f"{type(self).__name__} has no `model` to export")
+        return model

@@ -1,0 +1,77 @@
+"""Fixtures for the Lightning-layer tests: the toy app registered through a real entry point, a
+helper that runs the real `attnlab` command, and a local HTTP server for download tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TOY_DIR = Path(__file__).parent / "toy"
+
+
+@pytest.fixture(scope="session")
+def toy_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment in which `attnlab` discovers the toy app via the `attnlab.apps` entry point."""
+    site = tmp_path_factory.mktemp("toysite")
+    dist = site / "toy_attnlab-0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-attnlab\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text("[attnlab.apps]\ntoy = toy_app:app\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(TOY_DIR), env.get("PYTHONPATH", "")])
+    env["PYTHONHASHSEED"] = "0"
+    env.pop("ATTNLAB_DEBUG", None)
+    return env
+
+
+class Attnlab:
+    def __init__(self, env: dict[str, str], cwd: Path):
+        self.env, self.cwd = env, cwd
+
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "attnlab.cli", *args],
+            env=self.env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"attnlab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
+        return proc
+
+
+@pytest.fixture
+def attnlab(toy_env: dict[str, str], tmp_path: Path) -> Attnlab:
+    return Attnlab(toy_env, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def trained_run(toy_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished 2-epoch toy run shared by the tests that only read it."""
+    cwd = tmp_path_factory.mktemp("trained")
+    Attnlab(toy_env, cwd)(
+        "toy", "fit", "--config", "quick", "--trainer.max_epochs", "2", "--run_dir", "run"
+    )
+    return cwd / "run"
+
+
+@pytest.fixture
+def toy_module_cls(toy_env: dict[str, str]) -> Iterator[type]:
+    sys.path.insert(0, str(TOY_DIR))
+    try:
+        import toy_app
+
+        yield toy_app.ToyModule
+    finally:
+        sys.path.remove(str(TOY_DIR))
