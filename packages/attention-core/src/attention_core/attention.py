@@ -157,11 +157,13 @@ def _to_additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
 
 def _softmax(scores: Tensor) -> Tensor:
     """Softmax that gives zero weights (not NaN) to rows with every key masked out."""
-    weights = torch.softmax(scores, dim=-1)
     dead = torch.isneginf(scores).all(dim=-1, keepdim=True)
-    if bool(dead.any()):
-        weights = weights.masked_fill(dead, 0.0)
-    return weights
+    if not bool(dead.any()):
+        return torch.softmax(scores, dim=-1)
+    # Dead rows go through softmax as zeros: a NaN there would come back as a NaN gradient
+    # (masking the output zeroes the incoming gradient, but softmax's backward multiplies by it).
+    weights = torch.softmax(scores.masked_fill(dead, 0.0), dim=-1)
+    return weights.masked_fill(dead, 0.0)
 
 
 def _scale(q: Tensor, scale: float | None) -> float:
@@ -388,7 +390,10 @@ def favor_projection(
     blocks = []
     for _ in range(-(-m // head_dim)):
         g = torch.randn(head_dim, head_dim, generator=gen, dtype=torch.float64)
-        qmat, _ = torch.linalg.qr(g)
+        qmat, r = torch.linalg.qr(g)
+        # Fix the column signs (Q diag(sign(diag R))) so that Q is Haar-distributed: raw
+        # Householder QR biases every direction, and the kernel estimate then never converges.
+        qmat = qmat * torch.sign(torch.diagonal(r))[None, :]
         blocks.append(qmat.T)
     w = torch.cat(blocks)[:m]
     norms = torch.randn(m, head_dim, generator=gen, dtype=torch.float64).norm(dim=1)
@@ -585,6 +590,13 @@ def attention(
         return (out, weights) if return_weights else out
     if backend == "flex":
         full = normalize_mask(mask, q, k, causal=causal)
+        needs_grad = torch.is_grad_enabled() and (
+            q.requires_grad or k.requires_grad or v.requires_grad
+        )
+        if dropout_p > 0 or (q.device.type == "cpu" and needs_grad):
+            # FlexAttention has no dropout and no CPU backward; the explicit softmax is the same
+            # exact attention and has both.
+            return _math(q, k, v, full, dropout_p, s)[0]
         return _flex(q, k, v, full, s)
     if mask is not None:
         mask = normalize_mask(mask, q, k)
