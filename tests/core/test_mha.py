@@ -247,7 +247,9 @@ def test_rotary_positions_are_applied_to_self_attention_only():
     m = MultiHeadAttention(16, 2, pos=rope).eval()
     x = torch.randn(2, 6, 16)
     q, k, v = (heads(t, 2) for t in m.qkv(x).split(16, -1))
-    out = F.scaled_dot_product_attention(rope.apply(q, 0), rope.apply(k, 0), v, is_causal=True)
+    out = F.scaled_dot_product_attention(
+        rope.rotate_tensor(q, 0), rope.rotate_tensor(k, 0), v, is_causal=True
+    )
     expected = m.proj(out.transpose(1, 2).reshape(2, 6, 16))
     torch.testing.assert_close(m(x, causal=True), expected, **TOL)
     ctx = torch.randn(2, 4, 16)

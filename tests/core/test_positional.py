@@ -111,9 +111,9 @@ def test_rope_preserves_norms(head_dim, rotary_dim):
     rope = RotaryEmbedding(head_dim, rotary_dim=rotary_dim)
     x = torch.randn(2, 3, 20, head_dim)
     for start in (0, 5, 1000):
-        y = rope.apply(x, start)
+        y = rope.rotate_tensor(x, start)
         torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1), **TOL)
-    y = rope.apply(x, 0)
+    y = rope.rotate_tensor(x, 0)
     assert torch.equal(y[:, :, 0], x[:, :, 0])  # position 0 is not rotated
     assert not torch.allclose(y[:, :, 1:], x[:, :, 1:])
     if rotary_dim is not None and rotary_dim < head_dim:
@@ -124,7 +124,7 @@ def test_rope_matches_complex_rotation():
     d = 8
     rope = RotaryEmbedding(d, base=10000.0)
     x = torch.randn(1, 1, 5, d, dtype=torch.float64).float()
-    y = rope.apply(x, 3)
+    y = rope.rotate_tensor(x, 3)
     # channel pair (i, i + d/2) is the complex number x_i + j x_{i+d/2}, turned by pos * theta_i
     z = torch.complex(x[..., : d // 2].double(), x[..., d // 2 :].double())
     theta = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
@@ -146,25 +146,27 @@ def test_rope_scores_depend_only_on_offset(i, j, shift, seed):
     rope = RotaryEmbedding(16)
     q = torch.randn(1, 2, 1, 16, generator=gen, dtype=torch.float64)
     k = torch.randn(1, 2, 1, 16, generator=gen, dtype=torch.float64)
-    s1 = (rope.apply(q, i) * rope.apply(k, j)).sum(-1)
-    s2 = (rope.apply(q, i + shift) * rope.apply(k, j + shift)).sum(-1)
+    s1 = (rope.rotate_tensor(q, i) * rope.rotate_tensor(k, j)).sum(-1)
+    s2 = (rope.rotate_tensor(q, i + shift) * rope.rotate_tensor(k, j + shift)).sum(-1)
     torch.testing.assert_close(s1, s2, atol=1e-4, rtol=1e-4)
 
 
 def test_rope_scores_change_with_offset():
     rope = RotaryEmbedding(16)
     q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
-    s = [(rope.apply(q, 0) * rope.apply(k, d)).sum() for d in range(4)]
+    s = [(rope.rotate_tensor(q, 0) * rope.rotate_tensor(k, d)).sum() for d in range(4)]
     assert len({round(float(v), 4) for v in s}) == 4
 
 
 def test_rope_start_offsets_a_slice():
     rope = RotaryEmbedding(8)
     x = torch.randn(2, 2, 9, 8)
-    torch.testing.assert_close(rope.apply(x[:, :, 4:], 4), rope.apply(x, 0)[:, :, 4:], **TOL)
+    torch.testing.assert_close(
+        rope.rotate_tensor(x[:, :, 4:], 4), rope.rotate_tensor(x, 0)[:, :, 4:], **TOL
+    )
     q, k = rope.rotate(x, x[:, :1], 2, 0)
-    torch.testing.assert_close(q, rope.apply(x, 2))
-    torch.testing.assert_close(k, rope.apply(x[:, :1], 0))
+    torch.testing.assert_close(q, rope.rotate_tensor(x, 2))
+    torch.testing.assert_close(k, rope.rotate_tensor(x[:, :1], 0))
 
 
 def test_rope_rejects_bad_rotary_dim():
@@ -177,7 +179,7 @@ def test_rope_rejects_bad_rotary_dim():
 def test_rope_2d_preserves_norms_and_prefix():
     rope = RotaryEmbedding2D(8, (3, 4), num_prefix_tokens=2)
     x = torch.randn(2, 3, 14, 8)
-    y = rope.apply(x)
+    y = rope.rotate_tensor(x)
     assert y.shape == x.shape
     torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1), **TOL)
     assert torch.equal(y[:, :, :2], x[:, :, :2])
@@ -188,7 +190,7 @@ def test_rope_2d_preserves_norms_and_prefix():
     with pytest.raises(
         ValueError, match=r"built for \(3, 4\) grid tokens after 2 prefix tokens, got 13"
     ):
-        rope.apply(x[:, :, :13])
+        rope.rotate_tensor(x[:, :, :13])
     with pytest.raises(ValueError, match="head_dim divisible by 4, got 6"):
         RotaryEmbedding2D(6, (2, 2))
 
@@ -197,8 +199,8 @@ def test_rope_2d_scores_depend_only_on_grid_offset():
     gh, gw = 4, 5
     rope = RotaryEmbedding2D(8, (gh, gw))
     q0, k0 = torch.randn(8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
-    q = rope.apply(q0.expand(1, 1, gh * gw, 8).float())[0, 0].double()
-    k = rope.apply(k0.expand(1, 1, gh * gw, 8).float())[0, 0].double()
+    q = rope.rotate_tensor(q0.expand(1, 1, gh * gw, 8).float())[0, 0].double()
+    k = rope.rotate_tensor(k0.expand(1, 1, gh * gw, 8).float())[0, 0].double()
     scores = q @ k.T  # (N, N)
     seen: dict[tuple[int, int], float] = {}
     for a in range(gh * gw):

@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "BACKENDS",
     "attention",
     "attention_weights",
-    "list_backends",
     "causal_mask",
+    "list_backends",
     "normalize_mask",
-    "BACKENDS",
 ]
 
 EXACT_BACKENDS = ("sdpa", "math", "flex")
@@ -155,13 +155,16 @@ def _to_additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
     return mask
 
 
-def _softmax(scores: Tensor) -> Tensor:
-    """Softmax that gives zero weights (not NaN) to rows with every key masked out."""
-    dead = torch.isneginf(scores).all(dim=-1, keepdim=True)
-    if not bool(dead.any()):
+def _softmax(scores: Tensor, masked: bool = True) -> Tensor:
+    """Softmax that gives zero weights (not NaN) to rows with every key masked out.
+
+    Dead rows go through softmax as zeros: a NaN there would come back as a NaN gradient. The
+    fix-up is unconditional (no ``if dead.any()``), so the graph has no data-dependent branch and
+    stays exportable with torch.export and ONNX.
+    """
+    if not masked:
         return torch.softmax(scores, dim=-1)
-    # Dead rows go through softmax as zeros: a NaN there would come back as a NaN gradient
-    # (masking the output zeroes the incoming gradient, but softmax's backward multiplies by it).
+    dead = torch.isneginf(scores).all(dim=-1, keepdim=True)
     weights = torch.softmax(scores.masked_fill(dead, 0.0), dim=-1)
     return weights.masked_fill(dead, 0.0)
 
@@ -193,7 +196,7 @@ def _math(
     dropout_p: float,
     scale: float,
 ) -> tuple[Tensor, Tensor]:
-    weights = _softmax(_math_scores(q, k, mask, scale))  # (B, H, Lq, Lk)
+    weights = _softmax(_math_scores(q, k, mask, scale), masked=mask is not None)  # (B, H, Lq, Lk)
     dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
     return torch.matmul(dropped, v), weights  # (B, H, Lq, D)
 
@@ -216,11 +219,8 @@ def _sdpa(
     if mask is not None:
         # Rows with no visible key come back as NaN from some kernels: make them zero, as the
         # other backends do.
-        dead = ~mask.any(-1, keepdim=True) if mask.dtype == torch.bool else None
-        if dead is None:
-            dead = torch.isneginf(mask).all(-1, keepdim=True)
-        if bool(dead.any()):
-            out = out.masked_fill(dead, 0.0)
+        # Export-safe: no data-dependent branch.
+        out = out.masked_fill(~_visible(mask).any(-1, keepdim=True), 0.0)
     return out
 
 
@@ -261,9 +261,7 @@ def _flex_call(
         out = flex_attention(q, k, v, score_mod=score_mod, scale=scale)
     assert isinstance(out, Tensor)
     if mask is not None:
-        dead = ~_visible(mask).any(-1, keepdim=True)
-        if bool(dead.any()):
-            out = out.masked_fill(dead, 0.0)
+        out = out.masked_fill(~_visible(mask).any(-1, keepdim=True), 0.0)
     return out
 
 
@@ -577,7 +575,9 @@ def attention(
         return (out_l, w_l) if return_weights and w_l is not None else out_l
     if backend == "linear":
         if dropout_p > 0:
-            raise ValueError("linear attention has no attention matrix to drop out; use dropout_p=0")
+            raise ValueError(
+                "linear attention has no attention matrix to drop out; use dropout_p=0"
+            )
         mask = normalize_mask(mask, q, k)
         out_n, w_n = _linear(
             q, k, v, mask, causal, s, return_weights=return_weights, **backend_kwargs
@@ -633,4 +633,3 @@ def attention_weights(
     )
     assert isinstance(result, tuple)
     return result[1]
-

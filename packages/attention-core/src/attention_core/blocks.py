@@ -17,13 +17,13 @@ from .mha import MultiHeadAttention
 from .positional import AttentionPosition
 
 __all__ = [
-    "Mlp",
     "DropPath",
     "LayerScale",
-    "TransformerEncoderBlock",
+    "Mlp",
+    "TransformerDecoder",
     "TransformerDecoderBlock",
     "TransformerEncoder",
-    "TransformerDecoder",
+    "TransformerEncoderBlock",
     "drop_path",
 ]
 
@@ -320,7 +320,5 @@ class TransformerDecoder(nn.Module):
         """x (B, L, dim), memory (B, M, memory_dim) -> (B, L, dim)."""
         for i, block in enumerate(self.blocks):
             cache = kv_cache[i] if kv_cache is not None else None
-            x = block(
-                x, memory, mask=mask, memory_mask=memory_mask, causal=causal, kv_cache=cache
-            )
+            x = block(x, memory, mask=mask, memory_mask=memory_mask, causal=causal, kv_cache=cache)
         return self.norm(x)

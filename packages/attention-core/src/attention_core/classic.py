@@ -20,7 +20,9 @@ def _check(query: Tensor, keys: Tensor, query_dim: int, key_dim: int, mask: Tens
             f"{tuple(query.shape)}, keys {tuple(keys.shape)}"
         )
     if query.shape[0] != keys.shape[0]:
-        raise ValueError(f"batch sizes differ: query {tuple(query.shape)}, keys {tuple(keys.shape)}")
+        raise ValueError(
+            f"batch sizes differ: query {tuple(query.shape)}, keys {tuple(keys.shape)}"
+        )
     if mask is not None and tuple(mask.shape) != tuple(keys.shape[:2]):
         raise ValueError(
             f"key_padding_mask must be (B, N) = {tuple(keys.shape[:2])}, got {tuple(mask.shape)}"

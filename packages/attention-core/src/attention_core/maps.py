@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .mha import MultiHeadAttention
 
-__all__ = ["AttentionMaps", "capture_attention", "attention_rollout", "attention_layers"]
+__all__ = ["AttentionMaps", "attention_layers", "attention_rollout", "capture_attention"]
 
 
 @dataclass

@@ -93,7 +93,9 @@ class MultiHeadAttention(nn.Module):
     def configure_backend(self, backend: str, **backend_kwargs: Any) -> None:
         """Switch the attention backend (parameters that backend needs are created here)."""
         if backend != "auto" and backend not in list_backends():
-            raise ValueError(f"unknown attention backend {backend!r}; choose one of {list_backends()}")
+            raise ValueError(
+                f"unknown attention backend {backend!r}; choose one of {list_backends()}"
+            )
         extra = set(backend_kwargs) - _BACKEND_OPTIONS.get(backend, set())
         if extra:
             raise ValueError(f"backend {backend!r} does not take options {sorted(extra)}")
@@ -127,8 +129,8 @@ class MultiHeadAttention(nn.Module):
         return kw
 
     # ------------------------------------------------------------------ projections
-    def _project(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Queries (B, Lq, dim) and, unless served by a cache, keys and values (B, Lk, kv_dim)."""
+    def _project(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries (B, Lq, dim), keys and values (B, Lk, kv_dim)."""
         if self.fused:
             if context is None:
                 q, k, v = self.qkv(x).split([self.dim, self.kv_dim, self.kv_dim], dim=-1)

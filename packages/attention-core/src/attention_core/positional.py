@@ -18,16 +18,16 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "ALiBi",
     "AttentionPosition",
-    "SinusoidalPositionalEncoding",
     "LearnedPositionalEncoding",
-    "SinCos2DPositionalEncoding",
     "RotaryEmbedding",
     "RotaryEmbedding2D",
-    "ALiBi",
-    "sinusoidal_table",
-    "sincos_2d_table",
+    "SinCos2DPositionalEncoding",
+    "SinusoidalPositionalEncoding",
     "alibi_slopes",
+    "sincos_2d_table",
+    "sinusoidal_table",
 ]
 
 
@@ -62,6 +62,8 @@ def sincos_2d_table(dim: int, grid_size: tuple[int, int], base: float = 10000.0)
 
 class SinusoidalPositionalEncoding(nn.Module):
     """Adds fixed sinusoids to (B, L, dim) embeddings; ``offset`` shifts positions for decoding."""
+
+    table: Tensor
 
     def __init__(self, dim: int, max_len: int = 4096, base: float = 10000.0, dropout: float = 0.0):
         super().__init__()
@@ -99,10 +101,12 @@ class LearnedPositionalEncoding(nn.Module):
 class SinCos2DPositionalEncoding(nn.Module):
     """Fixed 2-D sin-cos encoding for a (H, W) grid of tokens, after ``num_prefix_tokens``."""
 
+    table: Tensor
+
     def __init__(self, dim: int, grid_size: tuple[int, int], num_prefix_tokens: int = 0):
         super().__init__()
         self.num_prefix_tokens = num_prefix_tokens
-        self.grid_size = tuple(grid_size)
+        self.grid_size = (int(grid_size[0]), int(grid_size[1]))
         self.register_buffer("table", sincos_2d_table(dim, self.grid_size), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -140,7 +144,9 @@ def _rotate_half(x: Tensor) -> Tensor:
 
 
 def _rope_angles(positions: Tensor, dim: int, base: float) -> tuple[Tensor, Tensor]:
-    inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) / dim)
+    inv_freq = base ** (
+        -torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) / dim
+    )
     angles = positions.float()[:, None] * inv_freq[None, :]  # (L, dim/2)
     angles = torch.cat([angles, angles], dim=-1)  # (L, dim), pairs (i, i + dim/2)
     return angles.cos(), angles.sin()
@@ -162,7 +168,7 @@ class RotaryEmbedding(AttentionPosition):
             )
         self.base = base
 
-    def apply(self, x: Tensor, start: int) -> Tensor:
+    def rotate_tensor(self, x: Tensor, start: int) -> Tensor:
         """Rotate (B, H, L, D) as if its first token sat at position ``start``."""
         r = self.rotary_dim
         pos = torch.arange(start, start + x.shape[2], device=x.device)
@@ -172,7 +178,7 @@ class RotaryEmbedding(AttentionPosition):
         return torch.cat([head, tail], dim=-1) if tail.shape[-1] else head
 
     def rotate(self, q: Tensor, k: Tensor, q_start: int, k_start: int) -> tuple[Tensor, Tensor]:
-        return self.apply(q, q_start), self.apply(k, k_start)
+        return self.rotate_tensor(q, q_start), self.rotate_tensor(k, k_start)
 
 
 class RotaryEmbedding2D(AttentionPosition):
@@ -180,6 +186,9 @@ class RotaryEmbedding2D(AttentionPosition):
 
     The first ``num_prefix_tokens`` tokens (a class token, say) are left unrotated.
     """
+
+    cos: Tensor
+    sin: Tensor
 
     def __init__(
         self,
@@ -203,7 +212,7 @@ class RotaryEmbedding2D(AttentionPosition):
         self.register_buffer("cos", torch.cat([cr, cc], dim=-1), persistent=False)  # (N, D)
         self.register_buffer("sin", torch.cat([sr, sc], dim=-1), persistent=False)
 
-    def apply(self, x: Tensor) -> Tensor:
+    def rotate_tensor(self, x: Tensor) -> Tensor:
         n = self.num_prefix_tokens
         grid = x[:, :, n:]
         if grid.shape[2] != self.cos.shape[0]:
@@ -217,7 +226,7 @@ class RotaryEmbedding2D(AttentionPosition):
         return torch.cat([x[:, :, :n], grid * cos + rows * sin], dim=2)
 
     def rotate(self, q: Tensor, k: Tensor, q_start: int, k_start: int) -> tuple[Tensor, Tensor]:
-        return self.apply(q), self.apply(k)
+        return self.rotate_tensor(q), self.rotate_tensor(k)
 
 
 def alibi_slopes(num_heads: int) -> Tensor:
@@ -241,6 +250,8 @@ class ALiBi(AttentionPosition):
     Under a causal mask this is the paper's ``slope * (j - i)``; without one it is the symmetric
     variant used for encoders.
     """
+
+    slopes: Tensor
 
     def __init__(self, num_heads: int):
         super().__init__()
