@@ -1,0 +1,144 @@
+"""SASRec and BERT4Rec: self-attention over an item history, scored against tied item embeddings.
+
+Sequences are right-padded with item 0. SASRec runs causal attention, so real positions never
+see the padding to their right and no padding mask is needed; that keeps the encoder on the
+fused, export-safe path and makes incremental scoring with a KV cache exact. BERT4Rec is
+bidirectional and masks padded keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from attention_core import KVCache, TransformerEncoder
+
+__all__ = ["MODELS", "RecConfig", "SequentialRecommender", "last_window"]
+
+MODELS = ("sasrec", "bert4rec")
+
+
+@dataclass
+class RecConfig:
+    """Sizes of a sequential recommender. Item ids run 1..num_items; 0 pads."""
+
+    num_items: int
+    kind: str = "sasrec"
+    max_len: int = 50
+    dim: int = 64
+    depth: int = 2
+    num_heads: int = 2
+    mlp_ratio: float = 2.0
+    dropout: float = 0.2
+    attn_dropout: float = 0.2
+    backend: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODELS:
+            raise ValueError(f"unknown model {self.kind!r}; choose one of {MODELS}")
+        if not 2 <= self.max_len <= 4096:
+            raise ValueError(f"max_len must be in [2, 4096], got {self.max_len}")
+        if self.num_items < 1:
+            raise ValueError(f"num_items must be >= 1, got {self.num_items}")
+
+
+def last_window(seq: Tensor, width: int) -> Tensor:
+    """The last ``width`` items of each right-padded row, still right-padded: (B, L) -> (B, W)."""
+    length = (seq > 0).sum(1)  # (B,)
+    if seq.shape[1] <= width:
+        return seq
+    start = (length - width).clamp(min=0)  # (B,)
+    offsets = torch.arange(width, device=seq.device)
+    idx = (start[:, None] + offsets[None, :]).clamp(max=seq.shape[1] - 1)  # (B, W)
+    out = seq.gather(1, idx)
+    return out * (offsets[None, :] < length.clamp(max=width)[:, None])
+
+
+class SequentialRecommender(nn.Module):
+    """Item + position embeddings -> transformer encoder -> scores over all items (tied weights)."""
+
+    def __init__(self, cfg: RecConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.mask_token = cfg.num_items + 1  # used by BERT4Rec only
+        self.item_embedding = nn.Embedding(cfg.num_items + 2, cfg.dim, padding_idx=0)
+        self.pos_embedding = nn.Embedding(cfg.max_len, cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.encoder = TransformerEncoder(
+            cfg.dim,
+            cfg.depth,
+            cfg.num_heads,
+            cfg.mlp_ratio,
+            proj_drop=cfg.dropout,
+            attn_drop=cfg.attn_dropout,
+            backend=cfg.backend,
+        )
+        nn.init.normal_(self.item_embedding.weight, std=0.02)
+        nn.init.normal_(self.pos_embedding.weight, std=0.02)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    @property
+    def causal(self) -> bool:
+        return self.cfg.kind == "sasrec"
+
+    def embed(self, seq: Tensor, start: int = 0) -> Tensor:
+        """(B, L) item ids at positions start.. -> (B, L, dim)."""
+        length = seq.shape[1]
+        if start + length > self.cfg.max_len:
+            raise ValueError(
+                f"{start + length} positions exceed max_len={self.cfg.max_len}; truncate the "
+                "history (last_window) or build the model with a larger max_len"
+            )
+        pos = torch.arange(start, start + length, device=seq.device)
+        return self.drop(self.item_embedding(seq) + self.pos_embedding(pos)[None])
+
+    def encode(self, seq: Tensor) -> Tensor:
+        """Hidden states (B, L, dim) of a right-padded batch (B, L)."""
+        x = self.embed(seq)
+        if self.causal:
+            return self.encoder(x, causal=True)
+        keep = (seq > 0)[:, None, None, :]  # (B, 1, 1, L) key-padding mask
+        return self.encoder(x, mask=keep)
+
+    def item_scores(self, hidden: Tensor) -> Tensor:
+        """Dot products with every item embedding: (..., dim) -> (..., num_items + 1); col 0 = pad."""
+        weight = self.item_embedding.weight[: self.cfg.num_items + 1]
+        scores = hidden @ weight.T
+        pad = torch.zeros_like(scores[..., :1]).fill_(float("-inf"))
+        return torch.cat([pad, scores[..., 1:]], dim=-1)
+
+    def next_item_hidden(self, history: Tensor) -> Tensor:
+        """The state that predicts the next item after each right-padded history: (B, dim)."""
+        if self.causal:
+            seq = last_window(history, self.cfg.max_len)
+            last = ((seq > 0).sum(1) - 1).clamp(min=0)  # (B,)
+            hidden = self.encode(seq)
+            return hidden[torch.arange(seq.shape[0], device=seq.device), last]
+        seq = last_window(history, self.cfg.max_len - 1)
+        length = (seq > 0).sum(1)  # (B,)
+        seq = torch.cat([seq, seq.new_zeros(seq.shape[0], 1)], dim=1)  # (B, W + 1)
+        seq = seq.scatter(1, length[:, None], self.mask_token)
+        hidden = self.encode(seq)
+        return hidden[torch.arange(seq.shape[0], device=seq.device), length]
+
+    def forward(self, history: Tensor) -> Tensor:
+        """Scores (B, num_items + 1) of the next item after each right-padded history (B, L)."""
+        return self.item_scores(self.next_item_hidden(history))
+
+    # ------------------------------------------------------------------ incremental scoring
+    def new_cache(self) -> list[KVCache]:
+        if not self.causal:
+            raise ValueError("incremental scoring needs causal attention; BERT4Rec re-encodes")
+        return self.encoder.new_cache(self.cfg.max_len)
+
+    def extend(self, items: Tensor, cache: list[KVCache]) -> Tensor:
+        """Append items (B, n) to the cached history; scores (B, num_items + 1) for the next one.
+
+        Equals ``forward`` on the whole history as long as it fits in ``max_len`` positions.
+        """
+        start = len(cache[0])
+        hidden = self.encoder(self.embed(items, start), causal=True, kv_cache=cache)
+        return self.item_scores(hidden[:, -1])

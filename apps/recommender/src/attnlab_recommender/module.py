@@ -1,0 +1,276 @@
+"""The LightningModule: SASRec (CE, BCE or gBCE) and BERT4Rec on one full-ranking evaluation."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnlab import AttnlabModule
+
+from .metrics import KS, PROTOCOL, exclude_history, rank_metrics, sampled_ranks, target_ranks
+from .model import RecConfig, SequentialRecommender, last_window
+
+__all__ = ["LOSSES", "RecModule"]
+
+LOSSES = ("ce", "bce", "gbce")
+
+
+class RecModule(AttnlabModule):
+    """Trains a sequential recommender; logs HR@k, NDCG@k and MRR by full ranking.
+
+    ``model``: ``sasrec`` (causal; ``loss`` ce = SASRec+, bce = original SASRec with
+    ``num_negatives`` sampled negatives, gbce = gSASRec) or ``bert4rec`` (masked items, full
+    softmax). ``num_items`` is taken from the data when not given and saved with the checkpoint.
+    """
+
+    app_name = "recsys"
+
+    def __init__(
+        self,
+        model: str = "sasrec",
+        loss: str = "ce",
+        num_items: int | None = None,
+        max_len: int = 50,
+        dim: int = 64,
+        depth: int = 2,
+        num_heads: int = 2,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.2,
+        attn_dropout: float = 0.2,
+        backend: str = "sdpa",
+        num_negatives: int = 1,
+        gbce_t: float = 0.75,
+        mask_prob: float = 0.2,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        warmup_fraction: float = 0.0,
+        min_lr_ratio: float = 1.0,
+        top_k: int = 10,
+        sampled_negatives: int = 100,
+    ):
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+        if model == "bert4rec" and loss != "ce":
+            raise ValueError("BERT4Rec trains with the masked-item cross-entropy; use loss: ce")
+        if num_negatives < 1:
+            raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+        if not 0.0 < mask_prob < 1.0:
+            raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
+        self.save_hyperparameters()
+        self.model: SequentialRecommender | None = None
+        self.item_ids: list[str] | None = None
+        if num_items is not None:
+            self._build(num_items)
+        self._predictions: list[tuple[int, list[int], list[float]]] = []
+
+    # ------------------------------------------------------------------ building
+    def _build(self, num_items: int) -> None:
+        hp = self.hparams
+        cfg = RecConfig(
+            num_items=num_items,
+            kind=hp.model,
+            max_len=hp.max_len,
+            dim=hp.dim,
+            depth=hp.depth,
+            num_heads=hp.num_heads,
+            mlp_ratio=hp.mlp_ratio,
+            dropout=hp.dropout,
+            attn_dropout=hp.attn_dropout,
+            backend=hp.backend,
+        )
+        self.model = SequentialRecommender(cfg)
+        self.hparams["num_items"] = num_items
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None or not hasattr(dm, "num_items"):
+            if self.model is None:
+                raise ValueError("num_items is unknown: give model.num_items or a RecDataModule")
+            return
+        if self.model is None:
+            self._build(dm.num_items)
+        elif self.model.cfg.num_items != dm.num_items:
+            raise ValueError(
+                f"the model scores {self.model.cfg.num_items} items but the data has "
+                f"{dm.num_items}; use the data the checkpoint was trained on"
+            )
+        if self.item_ids is None:
+            self.item_ids = list(dm.item_ids)
+        elif self.item_ids != list(dm.item_ids):
+            raise ValueError(
+                "the data's item ids differ from those stored in the checkpoint; predictions "
+                "would name the wrong items. Use the dataset and filters the model was trained on"
+            )
+
+    @property
+    def net(self) -> SequentialRecommender:
+        if self.model is None:
+            raise ValueError("the model is not built yet: num_items comes from the data in setup()")
+        return self.model
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {"item_ids": self.item_ids, "protocol": PROTOCOL}
+
+    def load_checkpoint_extras(self, extras: dict[str, Any]) -> None:
+        if extras.get("item_ids") is not None:
+            self.item_ids = list(extras["item_ids"])
+
+    def forward(self, history: Tensor) -> Tensor:
+        return self.net(history)
+
+    # ------------------------------------------------------------------ losses
+    def _sasrec_loss(self, seq: Tensor) -> Tensor:
+        window = last_window(seq, self.net.cfg.max_len + 1)
+        inputs, targets = window[:, :-1], window[:, 1:]  # (B, L) each
+        valid = targets > 0
+        hidden = self.net.encode(inputs)[valid]  # (P, dim) only positions with a target
+        pos = targets[valid]  # (P,)
+        hp = self.hparams
+        if hp.loss == "ce":
+            logits = self.net.item_scores(hidden)  # (P, N + 1), pad column -inf
+            return F.cross_entropy(logits, pos)
+        n = self.net.cfg.num_items
+        neg = torch.randint(1, n + 1, (pos.shape[0], hp.num_negatives), device=seq.device)
+        emb = self.net.item_embedding
+        pos_logit = (hidden * emb(pos)).sum(-1)  # (P,)
+        neg_logit = torch.einsum("pd,pkd->pk", hidden, emb(neg))  # (P, K)
+        if hp.loss == "bce":
+            return -(F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit).sum(-1)).mean()
+        # gSASRec (Petrov & Macdonald 2023): calibrate the positive term with beta.
+        alpha = hp.num_negatives / max(1, n - 1)
+        beta = alpha * (hp.gbce_t * (1 - 1 / alpha) + 1 / alpha)
+        return -(beta * F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit).sum(-1)).mean()
+
+    def _bert4rec_loss(self, seq: Tensor) -> Tensor:
+        window = last_window(seq, self.net.cfg.max_len)
+        real = window > 0
+        masked = (torch.rand(window.shape, device=seq.device) < self.hparams.mask_prob) & real
+        # every sequence gets at least one masked item: its last one, as at inference
+        last = (real.sum(1) - 1).clamp(min=0)
+        none = ~masked.any(1)
+        masked[none, last[none]] = True
+        inputs = window.masked_fill(masked, self.net.mask_token)
+        hidden = self.net.encode(inputs)[masked]  # (P, dim)
+        return F.cross_entropy(self.net.item_scores(hidden), window[masked])
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        seq = batch["seq"]
+        loss = (
+            self._bert4rec_loss(seq) if self.hparams.model == "bert4rec" else self._sasrec_loss(seq)
+        )
+        self.log(
+            "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=seq.shape[0]
+        )
+        return loss
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(self, batch: dict[str, Tensor], stage: str) -> None:
+        history, target = batch["history"], batch["target"]
+        scores = exclude_history(self(history), history, target)
+        metrics = rank_metrics(target_ranks(scores, target), KS)
+        b = target.shape[0]
+        for name, values in metrics.items():
+            self.log(
+                f"{stage}/{name}",
+                values.mean(),
+                on_step=False,
+                on_epoch=True,
+                batch_size=b,
+                prog_bar=name == "ndcg@10",
+            )
+        if stage == "test":
+            gen = torch.Generator().manual_seed(1000 + int(batch["user"][0]))
+            sampled = sampled_ranks(scores, target, history, self.hparams.sampled_negatives, gen)
+            for name, values in rank_metrics(sampled, (10,)).items():
+                if name != "mrr":
+                    self.log(
+                        f"test/sampled{self.hparams.sampled_negatives}_{name}",
+                        values.mean(),
+                        on_step=False,
+                        on_epoch=True,
+                        batch_size=b,
+                    )
+        dm = getattr(self.trainer, "datamodule", None)
+        oracle = (
+            dm.oracle_scores(history) if dm is not None and hasattr(dm, "oracle_scores") else None
+        )
+        if oracle is not None:
+            o = exclude_history(oracle.to(scores.device), history, target)
+            ndcg = rank_metrics(target_ranks(o, target), (10,))["ndcg@10"]
+            self.log(
+                f"{stage}/oracle_ndcg@10", ndcg.mean(), on_step=False, on_epoch=True, batch_size=b
+            )
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        m = self.trainer.callback_metrics
+        if "test/ndcg@10" in m:
+            line = f"recsys test ({PROTOCOL}): NDCG@10 {float(m['test/ndcg@10']):.4f}, HR@10 {float(m['test/hr@10']):.4f}"
+            if "test/oracle_ndcg@10" in m:
+                line += f"; oracle NDCG@10 {float(m['test/oracle_ndcg@10']):.4f}"
+            print(line, flush=True)
+
+    # ------------------------------------------------------------------ predict
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        history = batch["history"]
+        scores = exclude_history(self(history), history)
+        k = min(self.hparams.top_k, self.net.cfg.num_items)
+        top = scores.topk(k, dim=1)
+        return {"items": top.indices, "scores": top.values}
+
+    def on_predict_epoch_end(self) -> None:
+        outputs = self.trainer.predict_loop.predictions
+        dm = getattr(self.trainer, "datamodule", None)
+        names = list(getattr(dm, "predict_names", []))
+        ids = self.item_ids or [str(i) for i in range(1, self.net.cfg.num_items + 1)]
+        rows = []
+        flat = outputs[0] if outputs and isinstance(outputs[0], list) else outputs
+        n = 0
+        for out in flat:
+            for items, scores in zip(out["items"].tolist(), out["scores"].tolist()):
+                name = names[n] if n < len(names) else str(n)
+                for rank, (i, s) in enumerate(zip(items, scores), 1):
+                    if math.isfinite(s):
+                        rows.append((name, rank, ids[i - 1], f"{s:.6g}"))
+                n += 1
+        path = Path(self.trainer.default_root_dir) / "predictions.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["user", "rank", "item", "score"])
+            writer.writerows(rows)
+        print(
+            f"recsys: top-{self.hparams.top_k} for {n} histories -> {path} (history items excluded)"
+        )
+
+    # ------------------------------------------------------------------ services
+    def figure_forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return self(batch["history"])
+
+    def example_inputs(self) -> tuple[Tensor, ...]:
+        g = torch.Generator().manual_seed(0)
+        n = self.net.cfg.num_items
+        length = min(8, self.net.cfg.max_len)
+        hist = torch.randint(1, n + 1, (3, length), generator=g)
+        hist[1, length // 2 :] = 0  # a shorter, right-padded history
+        return (hist,)
+
+    def export_model(self) -> nn.Module:
+        if self.net.cfg.kind != "sasrec":
+            raise NotImplementedError(
+                "BERT4Rec is not exportable yet: its key-padding mask hits a data-dependent branch "
+                "in attention_core's sdpa path; export a SASRec model"
+            )
+        return self.net

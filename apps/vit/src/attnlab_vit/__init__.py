@@ -1,0 +1,35 @@
+"""attnlab-vit: Vision Transformers trained from scratch on small image sets (`attnlab vit`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attnlab import App
+
+from .data import ImageData
+from .draw import draw
+from .model import VisionTransformer, ViTConfig, create_model, list_presets, preset_config
+from .module import ViTModule
+
+__all__ = [
+    "ImageData",
+    "ViTConfig",
+    "ViTModule",
+    "VisionTransformer",
+    "app",
+    "create_model",
+    "list_presets",
+    "preset_config",
+]
+
+app = App(
+    name="vit",
+    module=ViTModule,
+    datamodule=ImageData,
+    config_dir=Path(__file__).resolve().parents[2] / "configs",
+    monitor="val/top1",
+    mode="max",
+    headline="test/top1",
+    draw=draw,
+    description="Vision Transformer (ViT, SPT+LSA, CCT) image classification with attention rollout",
+)

@@ -1,0 +1,86 @@
+from pathlib import Path
+
+import pytest
+import torch
+from attnlab_recommender.model import RecConfig, SequentialRecommender, last_window
+
+from attnlab.export import export_model
+
+
+def _model(kind: str = "sasrec", **kw: object) -> SequentialRecommender:
+    return SequentialRecommender(RecConfig(num_items=40, kind=kind, max_len=12, dim=16, **kw))  # type: ignore[arg-type]
+
+
+HIST = torch.tensor([[3, 4, 5, 0, 0, 0], [1, 2, 3, 4, 5, 6], [7, 0, 0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("kind", ["sasrec", "bert4rec"])
+def test_shapes_finite_and_gradients(kind: str) -> None:
+    model = _model(kind)
+    scores = model(HIST)
+    assert scores.shape == (3, 41)
+    assert torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
+    scores[:, 1:].logsumexp(-1).sum().backward()
+    missing = [
+        n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
+    ]
+    assert missing == [] or (kind == "sasrec" and missing == []), missing
+
+
+def test_padding_does_not_change_sasrec_scores() -> None:
+    model = _model().eval()
+    short = model(torch.tensor([[3, 4, 5]]))
+    padded = model(torch.tensor([[3, 4, 5, 0, 0, 0, 0]]))
+    torch.testing.assert_close(short, padded)
+
+
+def test_padding_does_not_change_bert4rec_scores() -> None:
+    model = _model("bert4rec").eval()
+    torch.testing.assert_close(
+        model(torch.tensor([[3, 4, 5]])), model(torch.tensor([[3, 4, 5, 0, 0]]))
+    )
+
+
+def test_kv_cache_equals_full_recomputation() -> None:
+    model = _model().eval()
+    hist = torch.tensor([[5, 9, 2, 7, 30, 11], [1, 2, 3, 4, 5, 6]])
+    cache = model.new_cache()
+    with torch.no_grad():
+        model.extend(hist[:, :2], cache)  # a prefix in one call, then one item at a time
+        for t in range(2, hist.shape[1]):
+            step = model.extend(hist[:, t : t + 1], cache)
+            full = model(hist[:, : t + 1])
+            torch.testing.assert_close(step[:, 1:], full[:, 1:], atol=1e-5, rtol=1e-5)
+
+
+def test_backends_agree() -> None:
+    model = _model().eval()
+    ref = model(HIST)
+    from attention_core import set_backend
+
+    set_backend(model, "math")
+    torch.testing.assert_close(model(HIST)[:, 1:], ref[:, 1:], atol=1e-5, rtol=1e-5)
+
+
+def test_last_window_keeps_the_latest_items() -> None:
+    out = last_window(torch.tensor([[1, 2, 3, 4, 5], [6, 7, 0, 0, 0]]), 3)
+    assert out.tolist() == [[3, 4, 5], [6, 7, 0]]
+
+
+def test_long_histories_are_truncated_and_max_len_is_checked() -> None:
+    model = _model().eval()
+    long = torch.arange(1, 31)[None]
+    torch.testing.assert_close(model(long), model(long[:, -12:]))
+    with pytest.raises(ValueError, match="max_len"):
+        RecConfig(num_items=5, max_len=1)
+    big = SequentialRecommender(RecConfig(num_items=5, max_len=1000, dim=8))
+    assert big(torch.randint(1, 6, (1, 1000))).shape == (1, 6)
+
+
+@pytest.mark.parametrize("fmt", ["torch-export", "onnx"])
+def test_export_parity(tmp_path: Path, fmt: str) -> None:
+    model = _model().eval()
+    diff = export_model(
+        model, (HIST,), fmt, tmp_path / f"m.{'pt2' if fmt == 'torch-export' else 'onnx'}"
+    )
+    assert diff < 1e-4

@@ -1,0 +1,103 @@
+"""The LightningModule: recipe pieces, the timm reference, figures, checkpoints, learning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from attnlab_vit import ImageData, ViTModule
+from attnlab_vit.draw import draw
+
+from attention_core import capture_attention
+from attnlab import FigureContext
+from attnlab.checkpoint import CheckpointError
+
+
+def _batch(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(n, 1, 8, 8), torch.arange(n) % 10
+
+
+def test_overrides_reach_the_model_and_are_saved() -> None:
+    module = ViTModule(preset="vit_test", depth=3, num_classes=7, backend="math")
+    assert len(module.model.blocks) == 3 and module.model.head.out_features == 7
+    assert module.hparams.depth == 3 and module.hparams.preset == "vit_test"
+
+
+def test_mixup_cutmix_and_ema_train_step() -> None:
+    module = ViTModule(preset="vit_test", mixup=0.8, cutmix=1.0, ema_decay=0.9)
+    loss = module._loss(module.model(_batch()[0]), module.mixer(*_batch())[1])
+    assert torch.isfinite(loss)
+    before = [p.clone() for p in module.ema.module.parameters()]
+    with torch.no_grad():
+        for p in module.model.parameters():
+            p.add_(1.0)
+    module.ema.update_parameters(module.model)
+    module.ema.update_parameters(module.model)
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.ema.module.parameters()))
+    assert module.eval_model is module.ema.module and module.attention_prefix == "ema.module."
+
+
+def test_timm_backbone_figures_through_probes() -> None:
+    module = ViTModule(preset="vit_test", backbone="timm").eval()
+    assert type(module.model).__module__.startswith("timm")
+    batch = _batch()
+    with torch.no_grad(), capture_attention(module) as maps:
+        out = module.figure_forward(batch)
+    assert len(maps) == 2 and maps[0].shape == (4, 2, 17, 17)
+    figures = draw(FigureContext(module, batch, out, maps, "t"))
+    assert [name for name, _ in figures] == [
+        "attention_rollout", "last_layer_heads", "last_layer_matrices"
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="timm's VisionTransformer has no SPT"):
+        ViTModule(preset="vit_test_spt_lsa", backbone="timm")
+
+
+@pytest.mark.parametrize("preset", ["vit_test", "cct_test"])
+def test_draw_on_our_models(preset: str) -> None:
+    module = ViTModule(preset=preset).eval()
+    batch = _batch()
+    with torch.no_grad(), capture_attention(module) as maps:
+        out = module.figure_forward(batch)
+    figures = draw(FigureContext(module, batch, out, maps, "t"))
+    assert len(figures) == 3
+
+
+def test_checkpoint_with_another_class_count_is_refused() -> None:
+    ten = ViTModule(preset="vit_test", num_classes=10)
+    checkpoint = {
+        "state_dict": ten.state_dict(),
+        "attnlab": {"module": "attnlab_vit.module.ViTModule"},
+    }
+    five = ViTModule(preset="vit_test", num_classes=5)
+    with pytest.raises(
+        CheckpointError, match=r"model\.head\.weight: checkpoint \(10, 32\) vs model \(5, 32\)"
+    ):
+        five.on_load_checkpoint(checkpoint)
+
+
+def test_model_and_data_must_agree() -> None:
+    module = ViTModule(preset="vit_test", num_classes=5)
+    dm = ImageData()
+    dm.setup("fit")
+    module.trainer = type("T", (), {"datamodule": dm})()  # type: ignore[assignment]
+    with pytest.raises(ValueError, match=r"data has 10 classes but --model\.num_classes is 5"):
+        module.setup("fit")
+
+
+@pytest.mark.slow
+def test_tiny_overfit_64_digits() -> None:
+    """64 training images memorized: the loss must fall below 0.1."""
+    dm = ImageData(max_train=64, batch_size=64)
+    dm.setup("fit")
+    x, y = next(iter(dm.train_dataloader()))
+    assert len(y) == 64
+    module = ViTModule(preset="vit_test", label_smoothing=0.0)
+    opt = torch.optim.AdamW(module.parameters(), lr=3e-3)
+    for _ in range(300):
+        loss = F.cross_entropy(module.model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if loss.item() < 0.05:
+            break
+    assert loss.item() < 0.1
