@@ -1,0 +1,94 @@
+"""Model shapes, gradients, backends, the patch grid and the rollout-to-pixels mapping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from attnlab_audio.draw import patch_map_to_pixels
+from attnlab_audio.model import AudioSpectrogramTransformer, create_model, patch_grid
+
+from attention_core import capture_attention
+
+TINY_AST = dict(
+    n_mels=24,
+    n_frames=20,
+    num_classes=5,
+    patch_size=6,
+    patch_stride=4,
+    embed_dim=32,
+    depth=2,
+    num_heads=4,
+)
+TINY_CNN = dict(n_mels=24, n_frames=20, num_classes=5, channels=[8, 16])
+
+
+@pytest.mark.parametrize("arch,kwargs", [("ast", TINY_AST), ("cnn", TINY_CNN)])
+def test_shapes_finite_and_every_parameter_gets_a_gradient(arch: str, kwargs: dict) -> None:
+    model = create_model(arch, **kwargs)
+    x = torch.randn(3, 1, 24, 20) * 10 - 30
+    logits = model(x)
+    assert logits.shape == (3, 5) and torch.isfinite(logits).all()
+    logits.square().mean().backward()
+    missing = [
+        n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
+    ]
+    assert not missing
+
+
+def test_ast_grid_tokens_and_positions() -> None:
+    model = AudioSpectrogramTransformer(create_model("ast", **TINY_AST).cfg)
+    assert model.grid_size == ((24 - 6) // 4 + 1, (20 - 6) // 4 + 1) == (5, 4)
+    assert model.pos_embed.shape == (1, 1 + 20, 32)
+    tokens = model.tokens(torch.randn(2, 1, 24, 20))
+    assert tokens.shape == (2, 21, 32)
+
+
+@pytest.mark.parametrize("backend,extra", [("math", {}), ("linformer", {}), ("linear", {})])
+def test_backends_are_selectable(backend: str, extra: dict) -> None:
+    model = create_model("ast", **{**TINY_AST, "backend": backend, "backend_kwargs": extra})
+    assert model.encoder.blocks[0].attn.backend == backend
+    assert model(torch.randn(2, 1, 24, 20)).shape == (2, 5)
+
+
+def test_sdpa_matches_math_backend() -> None:
+    torch.manual_seed(0)
+    a = create_model("ast", **{**TINY_AST, "backend": "sdpa"}).eval()
+    b = create_model("ast", **{**TINY_AST, "backend": "math"}).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 1, 24, 20)
+    torch.testing.assert_close(a(x), b(x), atol=1e-5, rtol=1e-5)
+
+
+def test_normalization_buffers_are_applied_and_saved() -> None:
+    model = create_model("cnn", **TINY_CNN).eval()
+    x = torch.randn(2, 1, 24, 20)
+    model.normalize.set_stats(-40.0, 12.0)
+    torch.testing.assert_close(model.normalize(x * 12 - 40), x)
+    state = model.state_dict()
+    assert float(state["normalize.mean"]) == -40.0 and float(state["normalize.std"]) == 12.0
+    with pytest.raises(ValueError, match="std must be positive"):
+        model.normalize.set_stats(0.0, 0.0)
+
+
+def test_bad_geometry_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="smaller than one 8x8 patch"):
+        patch_grid((6, 50), 8, 6)
+    with pytest.raises(ValueError, match="patch_stride"):
+        patch_grid((40, 50), 8, 10)
+    with pytest.raises(ValueError, match=r"unknown --model.arch"):
+        create_model("rnn")
+
+
+def test_capture_and_rollout_map_cover_the_spectrogram() -> None:
+    model = create_model("ast", **TINY_AST).eval()
+    with capture_attention(model) as maps:
+        model(torch.randn(2, 1, 24, 20))
+    assert len(maps) == 2 and maps[0].shape == (2, 4, 21, 21)
+    # one patch weighted 1, the rest 0: its footprint (shared pixels averaged) lights up
+    w = torch.zeros(1, 20)
+    w[0, 0] = 1.0
+    px = patch_map_to_pixels(w, (5, 4), (24, 20), 6, 4)
+    assert px.shape == (1, 24, 20)
+    assert px[0, :4, :4].eq(1).all()  # covered by patch 0 only
+    assert px[0, 4:6, :4].eq(0.5).all()  # shared with the patch below
+    assert px[0, 6:, :].eq(0).all() and px[0, :, 6:].eq(0).all()
