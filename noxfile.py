@@ -15,7 +15,15 @@ nox.options.reuse_existing_virtualenvs = True
 ROOT = Path(__file__).parent
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 PACKAGES = ["packages/attention-core", "packages/attnlab"]
-TEST_DEPS = ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "timm", "onnx", "onnxscript", "onnxruntime"]
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-xdist>=3.5",
+    "hypothesis>=6.100",
+    "timm",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+]
 
 
 def _apps() -> list[str]:

@@ -32,14 +32,19 @@ def test_stack_is_pinned_in_one_place() -> None:
 
 
 def test_trainer_presets_are_trainer_configs() -> None:
-    presets = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT / "shared" / "configs" / "trainer").glob("*.yaml")}
+    presets = {
+        p.stem: yaml.safe_load(p.read_text())
+        for p in (ROOT / "shared" / "configs" / "trainer").glob("*.yaml")
+    }
     assert set(presets) >= {"cpu", "gpu", "ddp", "debug"}
     assert presets["gpu"]["trainer"]["precision"] == "bf16-mixed"
     assert presets["ddp"]["trainer"]["strategy"] == "ddp"
     assert presets["debug"]["trainer"]["fast_dev_run"] is True
 
 
-@pytest.mark.parametrize("app_dir", sorted(ROOT.glob("apps/*/pyproject.toml")), ids=lambda p: p.parent.name)
+@pytest.mark.parametrize(
+    "app_dir", sorted(ROOT.glob("apps/*/pyproject.toml")), ids=lambda p: p.parent.name
+)
 def test_every_app_is_installed_and_complete(app_dir: Path) -> None:
     text = app_dir.read_text()
     match = re.search(r'^(\w+)\s*=\s*"(attnlab_\w+):app"', text, re.M)
