@@ -95,10 +95,12 @@ class AttnlabModule(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_compatible(checkpoint, self)
+        # Extras first: an app whose layer sizes follow a stored vocabulary rebuilds them here,
+        # and only then can the shapes be compared.
         extras = (checkpoint.get("attnlab") or {}).get("extras") or {}
         if extras:
             self.load_checkpoint_extras(extras)
+        check_compatible(checkpoint, self)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: Any = "cpu") -> AttnlabModule:

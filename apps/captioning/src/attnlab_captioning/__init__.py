@@ -1,0 +1,30 @@
+"""attnlab_captioning: image captioning with visual attention, registered as `attnlab caption`.
+
+Show, Attend and Tell (an LSTM with additive attention) and a Transformer captioner (with a KV
+cache) behind one encoder interface, a no-attention baseline, greedy and beam decoding, BLEU and
+CIDEr-D on generated captions, and word-by-word attention figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attnlab import App
+
+from .data import CaptionData
+from .draw import draw
+from .module import CaptionModule
+
+__all__ = ["CaptionData", "CaptionModule", "app"]
+
+app = App(
+    name="caption",
+    module=CaptionModule,
+    datamodule=CaptionData,
+    config_dir=Path(__file__).resolve().parents[2] / "configs",
+    monitor="val/bleu4",
+    mode="max",
+    headline="test/bleu4",
+    draw=draw,
+    description="image captioning with visual attention (Show-Attend-Tell, Transformer; BLEU, CIDEr-D)",
+)

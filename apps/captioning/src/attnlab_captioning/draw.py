@@ -1,0 +1,77 @@
+"""Word-by-word attention figures: each generated word over the image with its attention map."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from attnlab import FigureContext
+
+__all__ = ["denormalize", "draw", "word_attention_figure"]
+
+MAX_WORDS = 12
+
+
+def denormalize(
+    pixels: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> np.ndarray:
+    """(3, H, W) normalized tensor -> (H, W, 3) array in [0, 1] for display."""
+    img = pixels.detach().float().cpu().numpy().transpose(1, 2, 0)
+    if mean is not None and std is not None:
+        img = img * np.asarray(std)[None, None] + np.asarray(mean)[None, None]
+    return np.clip(img, 0.0, 1.0)
+
+
+def word_attention_figure(
+    samples: Sequence[tuple[np.ndarray, Sequence[str], Tensor | None, tuple[int, int], str]],
+) -> Figure:
+    """One row per sample: the image, then one panel per generated word (and ``<eos>``) with the
+    attention map of the step that produced it stretched over the image."""
+    cols = 1 + min(MAX_WORDS, max(len(words) + 1 for _, words, _, _, _ in samples))
+    fig, axes = plt.subplots(
+        len(samples), cols, figsize=(1.6 * cols, 1.8 * len(samples)), squeeze=False
+    )
+    for row, (image, words, attention, grid, title) in enumerate(samples):
+        h, w = image.shape[:2]
+        for ax in axes[row]:
+            ax.axis("off")
+        axes[row, 0].imshow(image, extent=(0, w, h, 0))
+        axes[row, 0].set_title(title[:40], fontsize=6)
+        if attention is None:
+            continue
+        labels = [*words, "<eos>"][: cols - 1]
+        for t, word in enumerate(labels):
+            if t >= attention.shape[0]:
+                break
+            ax = axes[row, t + 1]
+            heat = attention[t].detach().float().cpu().numpy().reshape(grid)  # (gh, gw)
+            ax.imshow(image, extent=(0, w, h, 0))
+            ax.imshow(heat, cmap="jet", alpha=0.5, extent=(0, w, h, 0), interpolation="bilinear")
+            ax.set_title(word, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def draw(ctx: FigureContext) -> list[tuple[str, Figure]]:
+    """The figure the attnlab layer saves every few epochs (``figures/caption_attention_*.png``)."""
+    out: dict[str, Any] = ctx.output
+    images = ctx.batch["image"]
+    samples = [
+        (
+            denormalize(images[i], out["mean"], out["std"]),
+            out["words"][i],
+            None if out["attention"] is None else out["attention"][i],
+            out["grid"],
+            " ".join(out["words"][i]),
+        )
+        for i in range(min(4, images.shape[0]))
+    ]
+    return [("caption_attention", word_attention_figure(samples))]

@@ -1,0 +1,348 @@
+"""``CaptionModule``: training with teacher forcing, evaluation on generated captions only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnlab import AttnlabModule
+
+from .decoding import Generated, generate
+from .metrics import cider_d, corpus_bleu, localization_hits
+from .model import Captioner, CaptionerConfig, build_captioner, load_pretrained_encoder
+from .vocab import Vocab
+
+__all__ = ["CaptionModule", "CaptionStep"]
+
+
+class CaptionStep(nn.Module):
+    """What `attnlab caption export` writes: the encoder and one greedy decoding step.
+
+    ``(images (B, 3, H, W), tokens (B, T) starting with <bos>)`` -> ``(features (B, N, D),
+    next-word logits (B, V))``; the argmax of the logits is the next greedy word.
+    """
+
+    def __init__(self, model: Captioner):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        features, _ = self.model.encode(images)
+        logits, _ = self.model.decoder(features, tokens)  # (B, T, V)
+        return features, logits[:, -1]
+
+
+class CaptionModule(AttnlabModule):
+    """Encoder + decoder trained with cross-entropy (+ Show-Attend-Tell's doubly stochastic
+    attention regularizer, weight ``alpha_c``). The model is built once the vocabulary is known:
+    from the data at ``setup``, or from the checkpoint's extras."""
+
+    app_name = "caption"
+
+    def __init__(
+        self,
+        encoder: str = "small_resnet",
+        encoder_pretrained: bool = False,
+        freeze_encoder: bool = False,
+        encoder_width: int = 16,
+        encoder_stages: int = 3,
+        encoder_stem_stride: int = 1,
+        vit_dim: int = 128,
+        vit_depth: int = 4,
+        vit_heads: int = 4,
+        patch_size: int = 8,
+        decoder: str = "lstm_attention",
+        embed_dim: int = 64,
+        hidden_dim: int = 256,
+        attention_dim: int = 128,
+        dec_dim: int = 128,
+        dec_depth: int = 2,
+        dec_heads: int = 4,
+        dropout: float = 0.3,
+        max_len: int = 20,
+        alpha_c: float = 1.0,
+        label_smoothing: float = 0.0,
+        val_beam_size: int = 1,
+        beam_size: int = 3,
+        length_penalty: float = 0.0,
+        predict_heatmaps: bool = True,
+        lr: float = 2e-3,
+        weight_decay: float = 0.01,
+        warmup_fraction: float = 0.05,
+        min_lr_ratio: float = 0.05,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = CaptionerConfig.from_dict(dict(self.hparams))
+        self.vocab: Vocab | None = None
+        self.data_info: dict[str, Any] = {}
+        self.model: Captioner | None = None
+        self._outputs: list[dict[str, Any]] = []
+        self._predictions: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ building
+    def build(self, vocab: Vocab) -> None:
+        """(Re)build the network for ``vocab`` (a different vocabulary means new output layers)."""
+        if self.model is not None and self.vocab == vocab:
+            return
+        self.vocab = vocab
+        self.model = build_captioner(self.config, len(vocab))
+        if self.hparams.freeze_encoder:
+            self.model.encoder.requires_grad_(False)
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and getattr(dm, "image_size", None):
+            mean, std = getattr(dm, "normalization", ((0.5,) * 3, (0.5,) * 3))
+            self.data_info = {
+                "image_size": int(dm.image_size),
+                "mean": list(mean),
+                "std": list(std),
+                "dataset": getattr(dm, "dataset", ""),
+            }
+        if self.model is None and dm is not None and stage != "predict":
+            vocab = dm.vocab if getattr(dm, "vocab", None) is not None else dm.build_vocab()
+            self.build(vocab)
+            pretrained = self.hparams.encoder_pretrained and stage == "fit"
+            if pretrained and self.trainer.ckpt_path is None:
+                assert self.model is not None
+                load_pretrained_encoder(self.model.encoder)
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        assert self.vocab is not None
+        return {"vocab": self.vocab.to_dict(), "data": dict(self.data_info)}
+
+    def load_checkpoint_extras(self, extras: dict[str, Any]) -> None:
+        if "vocab" not in extras:
+            raise ValueError(
+                "the checkpoint holds no vocabulary; it was not written by `attnlab caption`"
+            )
+        self.data_info = dict(extras.get("data") or self.data_info)
+        self.build(Vocab.from_dict(extras["vocab"]))
+
+    def _net(self) -> Captioner:
+        if self.model is None or self.vocab is None:
+            raise RuntimeError(
+                "the captioner has no vocabulary yet: train it (fit) or load a checkpoint "
+                "(--ckpt_path RUN/checkpoints/best.ckpt)"
+            )
+        return self.model
+
+    # ------------------------------------------------------------------ training
+    def forward(self, images: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
+        return self._net()(images, tokens)
+
+    def on_train_epoch_start(self) -> None:
+        if self.hparams.freeze_encoder and self.model is not None:
+            self.model.encoder.eval()  # frozen batch-norm statistics too
+
+    def _loss(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        net = self._net()
+        assert self.vocab is not None
+        tokens = self.vocab.encode_batch(
+            [c.split() for c in batch["caption"]], self.hparams.max_len
+        )
+        tokens = tokens.to(self.device)  # (B, T)
+        inputs, target = tokens[:, :-1], tokens[:, 1:]
+        logits, alphas = net(batch["image"], inputs)  # (B, T-1, V), (B, T-1, N)
+        xent = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]),
+            target.reshape(-1),
+            ignore_index=self.vocab.pad_id,
+            label_smoothing=self.hparams.label_smoothing,
+        )
+        loss = xent
+        if alphas is not None and self.hparams.alpha_c > 0:
+            real = (target != self.vocab.pad_id).float()[..., None]  # (B, T-1, 1)
+            coverage = (alphas * real).sum(1)  # (B, N): attention each cell got over the caption
+            loss = loss + self.hparams.alpha_c * ((1.0 - coverage) ** 2).mean()
+        return loss, xent
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss, xent = self._loss(batch)
+        bs = len(batch["caption"])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=bs)
+        self.log("train/xent", xent, on_step=False, on_epoch=True, batch_size=bs)
+        return loss
+
+    # ------------------------------------------------------------------ evaluation
+    def caption(
+        self,
+        images: Tensor,
+        beam_size: int = 1,
+        use_cache: bool = True,
+        need_attention: bool = True,
+    ) -> tuple[Generated, tuple[int, int]]:
+        """Generated captions for images (B, 3, H, W) and the encoder's grid."""
+        net = self._net()
+        assert self.vocab is not None
+        features, grid = net.encode(images)
+        out = generate(
+            net.decoder,
+            features,
+            bos_id=self.vocab.bos_id,
+            eos_id=self.vocab.eos_id,
+            pad_id=self.vocab.pad_id,
+            max_len=self.hparams.max_len,
+            beam_size=beam_size,
+            alpha=self.hparams.length_penalty,
+            use_cache=use_cache,
+            need_attention=need_attention and net.has_attention,
+        )
+        return out, grid
+
+    def score_batch(self, batch: dict[str, Any], beam_size: int) -> None:
+        """Caption a batch and keep what the epoch's metrics need (the benchmark calls it too)."""
+        assert self.vocab is not None
+        has_boxes = bool((batch["boxes"][..., 0] >= 0).any())
+        out, grid = self.caption(batch["image"], beam_size, need_attention=has_boxes)
+        size = tuple(batch["image"].shape[-2:])
+        for i in range(len(batch["caption"])):
+            words = self.vocab.decode(out.tokens[i].tolist())
+            row: dict[str, Any] = {
+                "pred": words,
+                "refs": [r.split() for r in batch["references"][i].split("\n")],
+            }
+            if has_boxes and out.attention is not None:
+                boxes = [b for b in batch["boxes"][i].tolist() if b[0] >= 0]
+                row["loc"] = localization_hits(words, out.attention[i], grid, size, boxes)  # type: ignore[arg-type]
+            self._outputs.append(row)
+
+    def compute_metrics(self) -> dict[str, float]:
+        """BLEU-1..4, CIDEr-D (and localization on digit scenes) of the captions scored so far."""
+        rows, self._outputs = self._outputs, []
+        if not rows:
+            return {}
+        preds = [" ".join(r["pred"]) for r in rows]
+        refs = [[" ".join(x) for x in r["refs"]] for r in rows]
+        metrics = corpus_bleu(preds, refs)
+        metrics["cider"] = cider_d([r["pred"] for r in rows], [r["refs"] for r in rows])[0]
+        locs = [r["loc"] for r in rows if "loc" in r]
+        if locs:
+            metrics["loc"] = sum(h for h, _ in locs) / max(1, sum(t for _, t in locs))
+        return metrics
+
+    def _eval_step(self, batch: dict[str, Any], stage: str, beam_size: int) -> None:
+        _, xent = self._loss(batch)
+        self.log(
+            f"{stage}/loss", xent, on_step=False, on_epoch=True, batch_size=len(batch["caption"])
+        )
+        self.score_batch(batch, beam_size)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        for name, value in self.compute_metrics().items():
+            self.log(
+                f"{stage}/{name}",
+                float(value),
+                on_step=False,
+                on_epoch=True,
+                prog_bar=name == "bleu4",
+            )
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val", self.hparams.val_beam_size)
+
+    def on_validation_epoch_start(self) -> None:
+        self._outputs = []
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test", self.hparams.beam_size)
+
+    def on_test_epoch_start(self) -> None:
+        self._outputs = []
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # ------------------------------------------------------------------ prediction
+    def on_predict_start(self) -> None:
+        self._net()
+        self._predictions = []
+
+    def _predict_beam_size(self) -> int:
+        """``--data.predict_beam_size`` when given (the CLI keeps --model.* from the checkpoint)."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        size = getattr(dm, "predict_beam_size", None)
+        return int(size) if size else int(self.hparams.beam_size)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        assert self.vocab is not None
+        out, grid = self.caption(batch["image"], self._predict_beam_size())
+        rows = []
+        for i, name in enumerate(batch["name"]):
+            words = self.vocab.decode(out.tokens[i].tolist())
+            row = {"image": name, "caption": " ".join(words), "score": float(out.scores[i])}
+            rows.append(row)
+            self._predictions.append(
+                {
+                    **row,
+                    "words": words,
+                    "pixels": batch["image"][i].cpu(),
+                    "attention": None if out.attention is None else out.attention[i].cpu(),
+                    "grid": grid,
+                }
+            )
+        return rows
+
+    def on_predict_end(self) -> None:
+        from .draw import denormalize, word_attention_figure
+
+        folder = Path(self.trainer.default_root_dir) / "predictions"
+        folder.mkdir(parents=True, exist_ok=True)
+        info = self.data_info
+        records = []
+        for p in self._predictions:
+            record = {
+                "image": p["image"],
+                "caption": p["caption"],
+                "score": p["score"],
+                "beam_size": self._predict_beam_size(),
+            }
+            if self.hparams.predict_heatmaps and p["attention"] is not None:
+                image = denormalize(p["pixels"], info.get("mean"), info.get("std"))
+                fig = word_attention_figure(
+                    [(image, p["words"], p["attention"], p["grid"], p["caption"])]
+                )
+                png = folder / f"{Path(p['image']).stem}_attention.png"
+                fig.savefig(png, dpi=100, bbox_inches="tight")
+                import matplotlib.pyplot as plt
+
+                plt.close(fig)
+                record["heatmap"] = png.name
+            records.append(record)
+        (folder / "captions.json").write_text(
+            json.dumps(records, indent=2) + "\n", encoding="utf-8"
+        )
+        print(f"wrote {len(records)} captions to {folder / 'captions.json'}", flush=True)
+
+    # ------------------------------------------------------------------ services
+    def figure_forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        out, grid = self.caption(batch["image"], 1)
+        assert self.vocab is not None
+        return {
+            "words": [self.vocab.decode(t.tolist()) for t in out.tokens],
+            "attention": out.attention,
+            "grid": grid,
+            "mean": self.data_info.get("mean"),
+            "std": self.data_info.get("std"),
+        }
+
+    def example_inputs(self) -> tuple[Tensor, ...]:
+        size = int(self.data_info.get("image_size", 64))
+        assert self.vocab is not None
+        g = torch.Generator().manual_seed(0)
+        images = torch.randn(2, 3, size, size, generator=g)
+        tokens = torch.randint(4, len(self.vocab), (2, 5), generator=g)
+        tokens[:, 0] = self.vocab.bos_id
+        return images, tokens
+
+    def export_model(self) -> nn.Module:
+        return CaptionStep(self._net()).eval()
