@@ -135,9 +135,13 @@ class MultiHeadAttention(nn.Module):
             if context is None:
                 q, k, v = self.qkv(x).split([self.dim, self.kv_dim, self.kv_dim], dim=-1)
                 return q, k, v
-            w, b = self.qkv.weight, self.qkv.bias
-            q = F.linear(x, w[: self.dim], None if b is None else b[: self.dim])
-            kv = F.linear(context, w[self.dim :], None if b is None else b[self.dim :])
+            # One split (backward: one cat) rather than two slices (backward: two zero-filled
+            # full-size gradients and an add) of the shared weight and bias.
+            sizes = [self.dim, 2 * self.kv_dim]
+            w_q, w_kv = self.qkv.weight.split(sizes)
+            b_q, b_kv = (None, None) if self.qkv.bias is None else self.qkv.bias.split(sizes)
+            q = F.linear(x, w_q, b_q)
+            kv = F.linear(context, w_kv, b_kv)
             k, v = kv.split([self.kv_dim, self.kv_dim], dim=-1)
             return q, k, v
         src = x if context is None else context
