@@ -43,7 +43,7 @@ def tests(session: nox.Session) -> None:
     """The full test suite (CI): every package, every app; `data` tests run when
     ATTNLAB_DATA_DIR points at the datasets."""
     _install_project(session, *TEST_DEPS)
-    args = session.posargs or ["-n", "2", "--dist", "loadgroup"]
+    args = session.posargs or ["-n", "2", "--dist", "loadgroup", "--durations=30"]
     session.run("pytest", *args)
 
 
