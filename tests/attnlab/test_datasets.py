@@ -149,6 +149,7 @@ def _tar_with(member: str, symlink: str | None = None) -> bytes:
         ("tar", _tar_with("../evil.txt")),
         ("tar", _tar_with("link", symlink="../../outside")),
     ],
+    ids=["zip-dotdot", "zip-absolute", "tar-dotdot", "tar-symlink"],
 )
 def test_archive_members_outside_the_target_are_refused(
     tmp_path: Path, kind: str, data: bytes

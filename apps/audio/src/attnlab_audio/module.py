@@ -7,8 +7,6 @@ checkpoints and exported models normalize by themselves.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from attnlab import AttnlabModule
 from attnlab.figures import confusion_matrix_figure, save_figure
-from attnlab.runs import atomic_write_text
+from attnlab.runs import atomic_write_text, write_topk_predictions
 
 from .features import SpecAugment
 from .model import create_model
@@ -200,26 +198,7 @@ class AudioModule(AttnlabModule):
         """predictions.json and predictions.csv in the run folder (top-k names, probabilities)."""
         if not self.trainer.is_global_zero:
             return
-        root = Path(self.trainer.default_root_dir)
-        atomic_write_text(
-            root / "predictions.json",
-            json.dumps({"predictions": self._predictions}, indent=2) + "\n",
-        )
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        header = ["path"]
-        for r in range(1, self.top_k + 1):
-            header += [f"class_{r}", f"name_{r}", f"probability_{r}"]
-        writer.writerow(header)
-        for row in self._predictions:
-            line: list[Any] = [row["path"]]
-            for top in row["top"]:
-                line += [top["class"], top["name"], top["probability"]]
-            writer.writerow(line)
-        atomic_write_text(root / "predictions.csv", buf.getvalue())
-        print(
-            f"wrote {len(self._predictions)} predictions to {root / 'predictions.csv'}", flush=True
-        )
+        write_topk_predictions(Path(self.trainer.default_root_dir), self._predictions, self.top_k)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_extras(self) -> dict[str, Any]:

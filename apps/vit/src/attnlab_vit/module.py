@@ -8,8 +8,6 @@ configuration with the same recipe, as a reference.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from attention_core import MultiHeadAttention
 from attnlab import AttnlabModule
 from attnlab.figures import confusion_matrix_figure, save_figure
-from attnlab.runs import atomic_write_text
+from attnlab.runs import atomic_write_text, write_topk_predictions
 
 from .model import VisionTransformer, preset_config, timm_vit
 
@@ -295,25 +293,8 @@ class ViTModule(AttnlabModule):
         """Write predictions.json and predictions.csv (top-k classes and probabilities)."""
         if not self.trainer.is_global_zero:
             return
-        root = Path(self.trainer.default_root_dir)
-        atomic_write_text(
-            root / "predictions.json",
-            json.dumps({"predictions": self._predictions}, indent=2) + "\n",
-        )
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        header = ["path"]
-        for r in range(1, self._top_k() + 1):
-            header += [f"class_{r}", f"name_{r}", f"probability_{r}"]
-        writer.writerow(header)
-        for row in self._predictions:
-            line: list[Any] = [row["path"]]
-            for top in row["top"]:
-                line += [top["class"], top["name"], top["probability"]]
-            writer.writerow(line)
-        atomic_write_text(root / "predictions.csv", buf.getvalue())
-        print(
-            f"wrote {len(self._predictions)} predictions to {root / 'predictions.csv'}", flush=True
+        write_topk_predictions(
+            Path(self.trainer.default_root_dir), self._predictions, self._top_k()
         )
 
     # ------------------------------------------------------------------ checkpoints

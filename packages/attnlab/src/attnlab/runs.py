@@ -175,3 +175,28 @@ class EpochTable:
 
 def command_line() -> str:
     return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def write_topk_predictions(run_dir: Path, predictions: list[dict[str, Any]], top_k: int) -> Path:
+    """``predictions.json`` and ``predictions.csv`` of a classifier's ``predict``.
+
+    Each prediction is ``{"path": ..., "top": [{"class", "name", "probability"}, ...]}``; the CSV
+    has one row per input with ``class_r, name_r, probability_r`` for r = 1..top_k.
+    """
+    run_dir = Path(run_dir)
+    write_json(run_dir / "predictions.json", {"predictions": predictions})
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    header = ["path"]
+    for r in range(1, top_k + 1):
+        header += [f"class_{r}", f"name_{r}", f"probability_{r}"]
+    writer.writerow(header)
+    for row in predictions:
+        line: list[Any] = [row["path"]]
+        for top in row["top"]:
+            line += [top["class"], top["name"], top["probability"]]
+        writer.writerow(line)
+    path = run_dir / "predictions.csv"
+    atomic_write_text(path, buf.getvalue())
+    print(f"wrote {len(predictions)} predictions to {path}", flush=True)
+    return path
