@@ -253,3 +253,24 @@ def test_ddp_two_cpu_processes(attnlab, tmp_path: Path) -> None:
 def test_debug_preset_runs_one_batch(attnlab, tmp_path: Path) -> None:
     proc = attnlab("toy", "fit", "--config", "quick", "--config", "debug", "--run_dir", "f")
     assert "fast_dev_run" in proc.stdout + proc.stderr or (tmp_path / "f" / "metrics.json").exists()
+
+
+def test_explicit_model_arguments_win_over_checkpoint_hyperparameters(
+    attnlab, trained_run: Path, tmp_path: Path
+) -> None:
+    best = str(trained_run / "checkpoints" / "best.ckpt")
+    attnlab(
+        "toy",
+        "test",
+        "--config",
+        "quick",
+        "--ckpt_path",
+        best,
+        "--model.nan_at_step",
+        "7",
+        "--run_dir",
+        "a",
+    )
+    attnlab("toy", "test", "--config", "quick", "--ckpt_path", best, "--run_dir", "b")
+    assert "nan_at_step: 7" in (tmp_path / "a" / "config.yaml").read_text()
+    assert "nan_at_step: -1" in (tmp_path / "b" / "config.yaml").read_text()

@@ -126,6 +126,7 @@ def _make_cli_class() -> type:
 
         def __init__(self, app: App, args: list[str]):
             self.app = app
+            self._raw_args = list(args)
             self.run_dir: Path | None = None
             self.artifacts: RunArtifacts | None = None
             super().__init__(
@@ -137,6 +138,32 @@ def _make_cli_class() -> type:
                 parser_kwargs={"prog": f"attnlab {app.name}"},
                 args=args,
             )
+
+        def _parse_ckpt_path(self) -> None:
+            """Model settings from the checkpoint, except the ones given on the command line.
+
+            LightningCLI rebuilds the model from ``--ckpt_path``'s hyper-parameters and would
+            silently drop an explicit ``--model.beam_size 5`` at predict time; here explicit
+            ``--model.*`` arguments win (a shape they change is still caught when loading).
+            """
+            from_command_line = self.config.clone()
+            super()._parse_ckpt_path()
+            sub = from_command_line.get("subcommand")
+            keys = [
+                a[len("--model.") :].split("=", 1)[0]
+                for a in self._raw_args
+                if a.startswith("--model.")
+            ]
+            if not sub or not keys:
+                return
+            override: dict[str, Any] = {}
+            for key in keys:
+                node = override
+                parts = key.split(".")
+                for part in parts[:-1]:
+                    node = node.setdefault(part, {})
+                node[parts[-1]] = from_command_line[f"{sub}.model.{key}"]
+            self.config = self.parser.parse_object({sub: {"model": override}}, self.config)
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             parser.add_argument(
