@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torchaudio.functional as AF
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from attnlab.data import AttnlabDataModule, split_indices
 from attnlab.datasets import cache_dir, data_root
@@ -315,17 +315,6 @@ class PredictClips(Dataset[tuple[Tensor, int]]):
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         return self.inner.features(i), i
-
-
-class Subset(Dataset[Any]):
-    def __init__(self, dataset: ClipDataset, indices: Sequence[int]):
-        self.dataset, self.indices = dataset, list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.dataset[self.indices[i]]
 
 
 # --------------------------------------------------------------------------------------------

@@ -385,17 +385,6 @@ class PredictImages(Dataset[tuple[Tensor, int]]):
         return self.transform(load_image(ImageSource(path.parent), path.name, self.mode)), i
 
 
-class Subset(Dataset[Any]):
-    def __init__(self, dataset: Dataset[Any], indices: Sequence[int]):
-        self.dataset, self.indices = dataset, list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.dataset[self.indices[i]]
-
-
 # --------------------------------------------------------------------------------------------
 # the DataModule
 # --------------------------------------------------------------------------------------------
