@@ -62,8 +62,13 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """`nox -s bench -- core vit ...`: run the named benchmarks; they write results/<name>.json/.md."""
-    _install_project(session, "timm")
+    """`nox -s bench -- core vit ...`: run the named benchmarks; they write results/<name>.json/.md.
+
+    With no names: core, vit, caption, forecast, recsys, audio and matrix in that order, then the
+    README's results section is rewritten from the result files (`nox -s bench -- readme` does
+    only that). Real datasets come from ATTNLAB_DATA_DIR; see each benchmarks/<name>.py.
+    """
+    _install_project(session, "timm")  # matplotlib (matrix.png) comes with attnlab
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

@@ -50,7 +50,9 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = ROOT / "results"
+# ATTNLAB_BENCH_RESULTS_DIR sends exploratory runs (a reduced budget, one model) elsewhere, so they
+# never replace the committed results.
+RESULTS_DIR = Path(os.environ.get("ATTNLAB_BENCH_RESULTS_DIR") or ROOT / "results")
 
 _MARKER = "PEAK_MEMORY_RESULT "
 # A tiny interpreter that starts the measured process. The kernel seeds a new process's

@@ -85,7 +85,7 @@ def test_predict_writes_json_captions_and_heatmaps(fitted: Path, tmp_path: Path)
         str(fitted / "checkpoints" / "best.ckpt"),
         "--data.predict_images",
         str(images),
-        "--data.predict_beam_size",
+        "--model.beam_size",
         "2",
         "--run_dir",
         "pred",

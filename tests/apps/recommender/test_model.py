@@ -27,6 +27,19 @@ def test_shapes_finite_and_gradients(kind: str) -> None:
     assert missing == [] or (kind == "sasrec" and missing == []), missing
 
 
+@pytest.mark.parametrize("kind", ["sasrec", "bert4rec"])
+def test_item_cross_entropy_equals_cross_entropy_over_all_scores(kind: str) -> None:
+    model = _model(kind)
+    hidden = torch.randn(9, 16, requires_grad=True)
+    targets = torch.tensor([1, 40, 7, 7, 3, 2, 39, 20, 1])
+    fast = model.item_cross_entropy(hidden, targets)
+    full = torch.nn.functional.cross_entropy(model.item_scores(hidden), targets)
+    torch.testing.assert_close(fast, full)
+    (g_fast,) = torch.autograd.grad(fast, hidden)
+    (g_full,) = torch.autograd.grad(full, hidden)
+    torch.testing.assert_close(g_fast, g_full)
+
+
 def test_padding_does_not_change_sasrec_scores() -> None:
     model = _model().eval()
     short = model(torch.tensor([[3, 4, 5]]))

@@ -14,6 +14,7 @@ from torch.utils.data import TensorDataset
 
 from attention_core import TransformerEncoder
 from attnlab import App, AttnlabModule, FigureContext
+from attnlab.atlas import Panel, TokensPanel, layer_head_views
 from attnlab.data import AttnlabDataModule
 from attnlab.figures import heatmap_grid
 
@@ -110,6 +111,19 @@ def draw(ctx: FigureContext) -> list:
     ]
 
 
+def atlas(ctx: FigureContext) -> list[Panel]:
+    """One row of the 8 input tokens per sample, coloured by the attention they receive."""
+    maps = list(ctx.maps)  # each (B, H, L, L)
+    return [
+        TokensPanel(
+            f"sample {b}",
+            [f"t{i}" for i in range(maps[0].shape[-1])],
+            layer_head_views([m[b] for m in maps], lambda a: a.mean(0)),
+        )
+        for b in range(maps[0].shape[0])
+    ]
+
+
 app = App(
     name="toy",
     module=ToyModule,
@@ -119,5 +133,6 @@ app = App(
     mode="max",
     headline="test/acc",
     draw=draw,
+    atlas=atlas,
     description="tiny attention classifier on generated data (tests only)",
 )

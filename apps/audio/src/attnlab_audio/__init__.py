@@ -8,7 +8,7 @@ from attnlab import App
 
 from .audio_io import load_audio, read_wav, write_wav
 from .data import AudioData, make_dtmf, scan_fsdd, scan_speech_commands, scan_wav_folder
-from .draw import draw
+from .draw import atlas, draw
 from .features import FrontEnd, FrontEndConfig, SpecAugment
 from .model import ASTConfig, AudioSpectrogramTransformer, CNNBaseline, CNNConfig, create_model
 from .module import AudioModule
@@ -43,5 +43,6 @@ app = App(
     mode="max",
     headline="test/acc",
     draw=draw,
+    atlas=atlas,
     description="short audio classification: Audio Spectrogram Transformer vs a CNN on log-mels",
 )

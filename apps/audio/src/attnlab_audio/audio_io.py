@@ -4,11 +4,14 @@ Supported: RIFF WAV with integer PCM samples of 8 bits (unsigned), 16, 24 or 32 
 any sample rate, one or more channels. Several channels are **downmixed** to mono by averaging
 (stated here and in the README of the app), because every model in the app takes one channel.
 Refused with a one-line error naming the file: an empty file, a file that is not RIFF WAV,
-floating-point or compressed WAV (``wave`` reads only integer PCM), a WAV with no samples.
+floating-point or compressed WAV (``wave`` reads only integer PCM), a WAV with no samples, a
+sample rate outside 1 kHz - 1 MHz (a corrupt header), and a rate whose ratio to the target rate
+is so odd that resampling would need a kernel of gigabytes (8001 Hz to 8000 Hz, say).
 """
 
 from __future__ import annotations
 
+import math
 import wave
 from pathlib import Path
 
@@ -17,9 +20,21 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
-__all__ = ["SUPPORTED_SAMPLE_WIDTHS", "fit_length", "load_audio", "read_wav", "write_wav"]
+__all__ = [
+    "SUPPORTED_SAMPLE_WIDTHS",
+    "check_length",
+    "fit_length",
+    "load_audio",
+    "read_wav",
+    "resample",
+    "write_wav",
+]
 
 SUPPORTED_SAMPLE_WIDTHS = (1, 2, 3, 4)  # bytes per sample
+SAMPLE_RATES = (1_000, 1_000_000)  # Hz; outside this a header is corrupt rather than exotic
+# torchaudio's sinc kernel has (rate/g) x (target/g) entries (g their gcd): 44.1 -> 16 kHz is
+# 441 x 160; 8001 -> 8000 Hz would be 64 million.
+MAX_RESAMPLE_RATIO_PRODUCT = 2**22
 
 
 def _decode(raw: bytes, width: int) -> np.ndarray:
@@ -57,18 +72,21 @@ def read_wav(path: str | Path) -> tuple[Tensor, int]:
             channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
             frames = w.getnframes()
             raw = w.readframes(frames)
-    except (wave.Error, EOFError) as exc:
+    except (wave.Error, EOFError, RuntimeError) as exc:  # RuntimeError: a chunk size past EOF
         raise ValueError(
-            f"{path}: unreadable WAV ({exc}); only integer PCM WAV is supported (8/16/24/32-bit), "
-            "convert it with `ffmpeg -i IN -acodec pcm_s16le OUT.wav`"
+            f"{path}: unreadable WAV ({exc or type(exc).__name__}); only integer PCM WAV is "
+            "supported (8/16/24/32-bit), convert it with `ffmpeg -i IN -acodec pcm_s16le OUT.wav`"
         ) from None
     if width not in SUPPORTED_SAMPLE_WIDTHS:
         raise ValueError(
             f"{path}: {8 * width}-bit samples are not supported (8, 16, 24 or 32-bit PCM are); "
             "convert it to 16-bit PCM"
         )
-    if rate <= 0:
-        raise ValueError(f"{path}: invalid sample rate {rate}")
+    if not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
+        raise ValueError(
+            f"{path}: sample rate {rate} Hz is outside {SAMPLE_RATES[0]}-{SAMPLE_RATES[1]} Hz; "
+            "the header is corrupt or the file is not audio: re-export it"
+        )
     usable = len(raw) - len(raw) % (width * channels)
     if usable == 0:
         raise ValueError(f"{path}: the WAV holds no audio samples; remove it from the data")
@@ -106,6 +124,29 @@ def write_wav(
         w.writeframes(raw)
 
 
+def resample(wave_: Tensor, rate: int, target: int, source: str = "clip") -> Tensor:
+    """(T,) at ``rate`` -> at ``target``; refuses rates whose ratio needs a huge kernel."""
+    if rate == target:
+        return wave_
+    g = math.gcd(rate, target)
+    if (rate // g) * (target // g) > MAX_RESAMPLE_RATIO_PRODUCT:
+        raise ValueError(
+            f"{source}: sample rate {rate} Hz does not resample cheaply to {target} Hz (ratio "
+            f"{rate // g}/{target // g}); convert it first, e.g. `ffmpeg -i IN -ar {target} OUT.wav`"
+        )
+    return AF.resample(wave_, rate, target)
+
+
+def check_length(n: int, length: int, source: str, max_factor: float) -> None:
+    """Refuse ``n`` samples when that is more than ``max_factor`` times ``length`` (0: never)."""
+    if max_factor > 0 and n > max_factor * length:
+        raise ValueError(
+            f"{source}: {n} samples is {n / length:.1f}x the configured clip length ({length} "
+            f"samples); raise --data.duration, or --data.max_length_factor (now {max_factor:g}) "
+            "to crop it anyway, or cut the file into short clips"
+        )
+
+
 def fit_length(
     wave_: Tensor,
     length: int,
@@ -122,12 +163,7 @@ def fit_length(
     else than a short sound, and silently keeping a slice of it would hide that.
     """
     n = wave_.shape[0]
-    if max_factor > 0 and n > max_factor * length:
-        raise ValueError(
-            f"{source}: {n} samples is {n / length:.1f}x the configured clip length ({length} "
-            f"samples); raise --data.duration, or --data.max_length_factor (now {max_factor:g}) "
-            "to crop it anyway, or cut the file into short clips"
-        )
+    check_length(n, length, source, max_factor)
     if n == length:
         return wave_
     if n < length:
@@ -140,6 +176,4 @@ def fit_length(
 def load_audio(path: str | Path, sample_rate: int) -> Tensor:
     """Read a WAV file as mono and resample it to ``sample_rate``: (T,) float32."""
     wave_, rate = read_wav(path)
-    if rate != sample_rate:
-        wave_ = AF.resample(wave_, rate, sample_rate)
-    return wave_
+    return resample(wave_, rate, sample_rate, str(path))

@@ -30,14 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchaudio.functional as AF
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from attnlab.data import AttnlabDataModule, split_indices
+from attnlab.data import AttnlabDataModule, read_text, split_indices
 from attnlab.datasets import cache_dir, data_root
 
-from .audio_io import fit_length, read_wav
+from .audio_io import check_length, fit_length, read_wav, resample
 from .features import FrontEnd, FrontEndConfig
 
 __all__ = [
@@ -187,7 +186,7 @@ def scan_wav_folder(root: str | Path) -> tuple[dict[str, list[Clip]], list[str]]
 def _read_list(path: Path) -> set[str]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; the Speech Commands folder is incomplete")
-    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    return {line.strip() for line in read_text(path).splitlines() if line.strip()}
 
 
 def scan_speech_commands(
@@ -275,8 +274,10 @@ class ClipDataset(Dataset[tuple[Tensor, int]]):
             first = int(clip.start * len(wave))
             last = int((clip.stop if clip.stop is not None else 1.0) * len(wave))
             wave = wave[first : min(last, first + int(rate * self.front.cfg.duration))]
-        if rate != sr:
-            wave = AF.resample(wave, rate, sr)
+        # Checked before resampling: a long file at a low rate would otherwise blow up first.
+        length = self.front.cfg.num_samples
+        check_length(round(len(wave) * sr / rate), length, clip.path, self.max_length_factor)
+        wave = resample(wave, rate, sr, clip.path)
         if self.cache:
             self._store[i] = wave
         return wave

@@ -12,9 +12,10 @@ from torch import Tensor
 
 from attention_core import attention_rollout
 from attnlab import FigureContext
+from attnlab.atlas import OverlayPanel, Panel, layer_head_views
 from attnlab.figures import heatmap_grid, overlay_grid
 
-__all__ = ["draw", "patch_map_to_pixels"]
+__all__ = ["atlas", "draw", "patch_map_to_pixels"]
 
 
 def patch_map_to_pixels(
@@ -88,3 +89,43 @@ def draw(ctx: FigureContext) -> list[tuple[str, Figure]]:
         )
     )  # fmt: skip
     return figures
+
+
+def atlas(ctx: FigureContext) -> list[Panel]:
+    """Per sample: the log-mel spectrogram (low frequencies at the bottom) with the class token's
+    attention over its overlapping patches; rollout, each layer's head mean and each head."""
+    module: Any = ctx.module
+    model = module.model
+    maps = list(ctx.maps)  # each (B, H, 1+N, 1+N)
+    if not hasattr(model, "grid_size") or not maps:  # the CNN baseline has no attention
+        return []
+    cfg = model.cfg
+    x = ctx.batch[0].detach().cpu().float()  # (B, 1, F, T) dB
+    n_freq, n_time = x.shape[-2], x.shape[-1]
+    gf, gt = model.grid_size
+    p, s = cfg.patch_size, cfg.patch_stride
+    # Patches are frequency-major (the patch embedding's flatten order); flipped rows put low
+    # frequencies at the bottom of the picture.
+    cells = [
+        (n_freq - (f * s + p), t * s, p, p) for f in range(gf) for t in range(gt)
+    ]  # (top, left, height, width)
+    labels, preds = ctx.batch[1].tolist(), ctx.output.argmax(-1).tolist()
+
+    def read(attn: Tensor) -> Tensor:  # (1+N, 1+N) -> (N,): what the class token gathers
+        return attn[0, 1:]
+
+    panels: list[Panel] = []
+    for b in range(x.shape[0]):
+        spec = x[b, 0].flip(0)  # (F, T)
+        image = (spec - spec.min()) / (spec.max() - spec.min()).clamp_min(1e-6)
+        panels.append(
+            OverlayPanel(
+                f"true {module._name(labels[b])} / predicted {module._name(preds[b])}",
+                image,
+                cells,
+                layer_head_views([m[b] for m in maps], read),
+                note=f"log-mel {n_freq} bands x {n_time} frames; {gf}x{gt} patches of {p}, "
+                f"stride {s} (a pixel shows the mean of the patches covering it)",
+            )
+        )
+    return panels

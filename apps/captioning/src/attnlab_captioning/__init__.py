@@ -12,7 +12,7 @@ from pathlib import Path
 from attnlab import App
 
 from .data import CaptionData
-from .draw import draw
+from .draw import atlas, draw
 from .module import CaptionModule
 
 __all__ = ["CaptionData", "CaptionModule", "app"]
@@ -26,5 +26,6 @@ app = App(
     mode="max",
     headline="test/bleu4",
     draw=draw,
+    atlas=atlas,
     description="image captioning with visual attention (Show-Attend-Tell, Transformer; BLEU, CIDEr-D)",
 )

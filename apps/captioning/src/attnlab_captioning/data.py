@@ -14,9 +14,9 @@ with ``--data.allow_missing_images true`` (the shared Flickr8k copy has 1,000 of
 
 from __future__ import annotations
 
-import csv
 import glob
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from attnlab.data import AttnlabDataModule
+from attnlab.data import AttnlabDataModule, csv_rows, delimiter_hint, read_text
 from attnlab.datasets import data_root
 
 from .vocab import Vocab, normalize_caption
@@ -154,7 +154,22 @@ def _split_list(path: Path) -> list[str]:
         raise FileNotFoundError(
             f"{path} not found: the Flickr8k layout needs the split lists Flickr_8k.{{train,dev,test}}Images.txt next to captions.txt"
         )
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
+
+
+def _inside(name: str, where: str, what: str = "image") -> str:
+    """``name`` if it stays inside the image folder: an absolute path, a drive letter or a
+    '..' part would read a file the dataset does not own."""
+    if (
+        name.startswith(("/", "\\"))
+        or re.match(r"[A-Za-z]:", name)
+        or ".." in re.split(r"[\\/]", name)
+    ):
+        raise ValueError(
+            f"{where}: {what} {name!r} points outside the image folder (absolute or '..' path); "
+            "use names relative to the image folder"
+        )
+    return name
 
 
 def read_flickr8k_csv(root: Path, image_dir: str = "images", max_words: int = 20) -> ReadResult:
@@ -166,13 +181,13 @@ def read_flickr8k_csv(root: Path, image_dir: str = "images", max_words: int = 20
         )
     captions: dict[str, list[list[str]]] = {}
     with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh)
+        reader = csv_rows(fh, path)
         header = [h.strip().lower() for h in next(reader, [])]
         for column in ("image", "caption"):
             if column not in header:
                 raise ValueError(
-                    f"{path}, line 1: the header has no {column!r} column (found {header}); "
-                    "the file must start with the line 'image,caption'"
+                    f"{path}, line 1: the header has no {column!r} column (found {header})"
+                    f"{delimiter_hint(header)}; the file must start with the line 'image,caption'"
                 )
         i_img, i_cap = header.index("image"), header.index("caption")
         for line, row in enumerate(reader, start=2):
@@ -181,7 +196,8 @@ def read_flickr8k_csv(root: Path, image_dir: str = "images", max_words: int = 20
             if len(row) <= max(i_img, i_cap):
                 raise ValueError(f"{path}, line {line}: expected the columns {header}, got {row}")
             text = ",".join(row[i_cap:]) if i_cap == len(header) - 1 else row[i_cap]
-            captions.setdefault(row[i_img].strip(), []).append(normalize_caption(text, max_words))
+            image = _inside(row[i_img].strip(), f"{path}, line {line}")
+            captions.setdefault(image, []).append(normalize_caption(text, max_words))
     lists = {
         "train": "Flickr_8k.trainImages.txt",
         "val": "Flickr_8k.devImages.txt",
@@ -201,10 +217,11 @@ def read_flickr8k_csv(root: Path, image_dir: str = "images", max_words: int = 20
 def read_karpathy(json_path: Path, image_root: Path, max_words: int = 20) -> ReadResult:
     """Karpathy's split file; ``restval`` images join the training split."""
     try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+        data = json.loads(read_text(json_path))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        detail = str(exc) if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
         raise ValueError(
-            f"{json_path}: not valid JSON ({exc}); expected Karpathy's dataset_*.json"
+            f"{json_path}: not valid JSON ({detail}); expected Karpathy's dataset_*.json"
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(
@@ -212,27 +229,46 @@ def read_karpathy(json_path: Path, image_root: Path, max_words: int = 20) -> Rea
         )
     splits: dict[str, list[ImageRecord]] = {s: [] for s in SPLITS}
     for i, entry in enumerate(data["images"]):
+        where = f"{json_path}: images[{i}]"
+        if not isinstance(entry, dict):
+            raise ValueError(
+                f"{where} is not an object; each image is {{filename, split, sentences}}"
+            )
         for key in ("filename", "split", "sentences"):
             if key not in entry:
                 raise ValueError(
-                    f"{json_path}: images[{i}] has no {key!r} field; each image needs filename, split and sentences"
+                    f"{where} has no {key!r} field; each image needs filename, split and sentences"
                 )
-        split = {"restval": "train"}.get(entry["split"], entry["split"])
+        raw_split = entry["split"]
+        split = (
+            {"restval": "train"}.get(raw_split, raw_split) if isinstance(raw_split, str) else None
+        )
         if split not in splits:
             raise ValueError(
-                f"{json_path}: images[{i}] has split {entry['split']!r}; expected train, restval, val or test"
+                f"{where} has split {raw_split!r}; expected train, restval, val or test"
             )
+        filename, filepath = entry["filename"], entry.get("filepath", "")
+        for key, value in (("filename", filename), ("filepath", filepath)):
+            if not isinstance(value, str) or (key == "filename" and not value):
+                raise ValueError(f"{where}: {key!r} is not a file name (got {value!r})")
+            _inside(value, where, key)
+        if not isinstance(entry["sentences"], list):
+            raise ValueError(f"{where}: 'sentences' is not a list of {{raw: caption}} objects")
         caps = []
-        for sent in entry["sentences"]:
-            text = sent.get("raw") if isinstance(sent, dict) else None
-            tokens = (
-                normalize_caption(text, max_words)
-                if text
-                else [t.lower() for t in sent.get("tokens", [])][:max_words]
-            )
-            caps.append(tokens)
-        path = image_root / entry.get("filepath", "") / entry["filename"]
-        splits[split].append(ImageRecord(entry["filename"], caps, path))
+        for k, sent in enumerate(entry["sentences"]):
+            if not isinstance(sent, dict):
+                raise ValueError(f"{where}.sentences[{k}] is not an object like {{raw: caption}}")
+            text, tokens = sent.get("raw"), sent.get("tokens")
+            if isinstance(text, str) and text:
+                caps.append(normalize_caption(text, max_words))
+            elif isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
+                caps.append([t.lower() for t in tokens][:max_words])
+            else:
+                raise ValueError(
+                    f"{where}.sentences[{k}] has no text: 'raw' must be a caption string or "
+                    "'tokens' a list of words"
+                )
+        splits[split].append(ImageRecord(filename, caps, image_root / filepath / filename))
     return ReadResult(splits, source=str(json_path))
 
 
@@ -273,9 +309,10 @@ def load_image(path: Path, size: int) -> Tensor:
             array = np.asarray(img, dtype=np.uint8).copy()
     except FileNotFoundError:
         raise FileNotFoundError(f"image {path} not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        detail = " ".join(str(exc).split())
         raise ValueError(
-            f"{path}: cannot read the image ({type(exc).__name__}: {exc}); replace the file or "
+            f"{path}: cannot read the image ({type(exc).__name__}: {detail}); replace the file or "
             "remove it from the caption file"
         ) from None
     return torch.from_numpy(array).permute(2, 0, 1)  # (3, H, W)
@@ -395,7 +432,6 @@ class CaptionData(AttnlabDataModule):
         limit_images: int | None = None,
         cache_images: bool = True,
         predict_images: str | None = None,
-        predict_beam_size: int | None = None,
     ):
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if dataset not in ("digit_scenes", "flickr8k", "flickr30k", "coco"):
@@ -413,9 +449,6 @@ class CaptionData(AttnlabDataModule):
         self.limit_images = limit_images
         self.cache_images = cache_images
         self.predict_images = predict_images
-        # Under --data, not --model: with --ckpt_path, Lightning's CLI replaces every --model
-        # value by the checkpoint's hyper-parameters, so a --model.beam_size would be ignored.
-        self.predict_beam_size = predict_beam_size
         self.collate_fn = collate
         self.vocab: Vocab | None = None
         self.read_stats: dict[str, Any] = {}

@@ -14,8 +14,9 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from attnlab import FigureContext
+from attnlab.atlas import OverlayPanel, Panel, View, grid_cells
 
-__all__ = ["denormalize", "draw", "word_attention_figure"]
+__all__ = ["atlas", "denormalize", "draw", "word_attention_figure"]
 
 MAX_WORDS = 12
 
@@ -75,3 +76,34 @@ def draw(ctx: FigureContext) -> list[tuple[str, Figure]]:
         for i in range(min(4, images.shape[0]))
     ]
     return [("caption_attention", word_attention_figure(samples))]
+
+
+def atlas(ctx: FigureContext) -> list[Panel]:
+    """Per image: the generated caption, and for each word the attention over the encoder's grid
+    at the step that produced it (the selector picks the word). The Transformer decoder's map is
+    its last cross-attention layer averaged over heads, as decoding records it."""
+    out: dict[str, Any] = ctx.output
+    if out["attention"] is None:  # the pooled baseline attends to nothing
+        return []
+    images = ctx.batch["image"]
+    grid = tuple(out["grid"])
+    panels: list[Panel] = []
+    for b in range(images.shape[0]):
+        image = denormalize(images[b], out["mean"], out["std"])  # (H, W, 3)
+        attention = out["attention"][b]  # (T, N)
+        words = [*out["words"][b], "<eos>"][: attention.shape[0]]
+        views = [View((f"{t + 1}: {word}",), attention[t]) for t, word in enumerate(words)]
+        if not views:
+            continue
+        panels.append(
+            OverlayPanel(
+                " ".join(out["words"][b]) or "(empty caption)",
+                image,
+                grid_cells(image.shape[0], image.shape[1], (int(grid[0]), int(grid[1]))),
+                views,
+                selectors=("word",),
+                note=f"attention over the {grid[0]}x{grid[1]} encoder grid when each word was "
+                "generated (greedy decoding)",
+            )
+        )
+    return panels

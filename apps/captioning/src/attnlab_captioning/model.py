@@ -15,6 +15,7 @@ a ViT built from ``attention_core``. Decoders share one interface (teacher-force
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -196,7 +197,13 @@ def load_pretrained_encoder(encoder: nn.Module, timeout: float = 10.0) -> None:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)
     try:
-        state = weights.get_state_dict(progress=False)
+        # weights_only: a file planted in the cache under this name must not run code.
+        state = weights.get_state_dict(progress=False, weights_only=True)
+    except pickle.UnpicklingError:
+        raise RuntimeError(
+            f"refusing to load {cached}: it holds objects other than tensors; delete it and "
+            "let it download again, or use --model.encoder_pretrained false"
+        ) from None
     except OSError as exc:
         raise RuntimeError(
             f"download of ImageNet weights for {encoder.arch} from {weights.url} failed ({exc}); "

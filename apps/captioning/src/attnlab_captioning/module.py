@@ -216,6 +216,12 @@ class CaptionModule(AttnlabModule):
     def compute_metrics(self) -> dict[str, float]:
         """BLEU-1..4, CIDEr-D (and localization on digit scenes) of the captions scored so far."""
         rows, self._outputs = self._outputs, []
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Under DDP each process captioned its own share: corpus BLEU and CIDEr-D need them
+            # all (averaging per-process scores is not the corpus score).
+            shares: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(shares, rows)
+            rows = [row for share in shares for row in share]
         if not rows:
             return {}
         preds = [" ".join(r["pred"]) for r in rows]
@@ -267,15 +273,9 @@ class CaptionModule(AttnlabModule):
         self._net()
         self._predictions = []
 
-    def _predict_beam_size(self) -> int:
-        """``--data.predict_beam_size`` when given (the CLI keeps --model.* from the checkpoint)."""
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        size = getattr(dm, "predict_beam_size", None)
-        return int(size) if size else int(self.hparams.beam_size)
-
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         assert self.vocab is not None
-        out, grid = self.caption(batch["image"], self._predict_beam_size())
+        out, grid = self.caption(batch["image"], int(self.hparams.beam_size))
         rows = []
         for i, name in enumerate(batch["name"]):
             words = self.vocab.decode(out.tokens[i].tolist())
@@ -304,7 +304,7 @@ class CaptionModule(AttnlabModule):
                 "image": p["image"],
                 "caption": p["caption"],
                 "score": p["score"],
-                "beam_size": self._predict_beam_size(),
+                "beam_size": int(self.hparams.beam_size),
             }
             if self.hparams.predict_heatmaps and p["attention"] is not None:
                 image = denormalize(p["pixels"], info.get("mean"), info.get("std"))

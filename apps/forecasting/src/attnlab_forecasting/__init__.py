@@ -12,7 +12,7 @@ from pathlib import Path
 from attnlab import App
 
 from .data import ForecastData
-from .draw import draw
+from .draw import atlas, draw
 from .module import ForecastModule
 
 __all__ = ["ForecastData", "ForecastModule", "app"]
@@ -26,5 +26,6 @@ app = App(
     mode="min",
     headline="test/mse",
     draw=draw,
+    atlas=atlas,
     description="multivariate time-series forecasting (PatchTST, iTransformer, Transformer, DLinear)",
 )

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from attnlab.data import AttnlabDataModule
+from attnlab.data import AttnlabDataModule, csv_rows, delimiter_hint
 from attnlab.datasets import data_root
 
 from .registry import DATASETS, fetch_dataset
@@ -46,6 +46,7 @@ __all__ = [
 TASKS = ("M", "S", "MS")
 FILLS = ("ffill", "linear", "zero")
 _MISSING = {"", "nan", "na", "n/a", "null", "none"}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # the models see float32: beyond it is inf
 
 
 @dataclass
@@ -120,7 +121,7 @@ def read_series_csv(
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; check the CSV path")
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
+        reader = csv_rows(fh, path)
         header = next(reader, None)
         if not header:
             raise ValueError(f"{path} is empty; expected a header like 'date,<value columns>'")
@@ -128,8 +129,13 @@ def read_series_csv(
         lower = [h.lower() for h in header]
         if date_column.lower() not in lower:
             raise ValueError(
-                f"{path}: no date column {date_column!r} in the header {header}; add one or pass "
-                "--data.date_column with its name"
+                f"{path}: no date column {date_column!r} in the header {header}"
+                f"{delimiter_hint(header)}; add one or pass --data.date_column with its name"
+            )
+        twice = next((h for i, h in enumerate(header) if h in header[:i]), None)
+        if twice is not None:
+            raise ValueError(
+                f"{path}: column {twice!r} appears twice in the header {header}; rename one"
             )
         t_col = lower.index(date_column.lower())
         names = [h for i, h in enumerate(header) if i != t_col]
@@ -161,12 +167,23 @@ def read_series_csv(
                     values.append(math.nan)
                     continue
                 try:
-                    values.append(float(cell))
+                    value = float(cell)
                 except ValueError:
                     raise ValueError(
                         f"{path}: line {line}, column {header[j]!r}: {cell!r} is not a number; "
                         "fix or remove the cell"
                     ) from None
+                if not math.isfinite(value):
+                    raise ValueError(
+                        f"{path}: line {line}, column {header[j]!r}: {cell!r} is not a finite "
+                        "number; fix the cell, or leave it empty and pass --data.fill"
+                    )
+                if abs(value) > _FLOAT32_MAX:
+                    raise ValueError(
+                        f"{path}: line {line}, column {header[j]!r}: {cell!r} is beyond the "
+                        "float32 range the models compute in; rescale the column"
+                    )
+                values.append(value)
             rows.append(values)
     if not rows:
         raise ValueError(f"{path} has a header but no data rows")

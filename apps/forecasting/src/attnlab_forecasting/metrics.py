@@ -7,6 +7,7 @@ and counts and dividing once at the end gives the exact mean over all scored win
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 __all__ = ["ErrorSums", "pinball_loss"]
@@ -52,6 +53,19 @@ class ErrorSums:
             if cov is not None and self.covered is not None:
                 self.covered = self.covered + cov
         self.windows += pred.shape[0]
+
+    def reduce_across_processes(self) -> None:
+        """Under DDP each process scores its own share of the windows: sum every process's sums
+        into each, so the metrics cover the whole split. No-op on one process."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        for name in ("sq", "ab", "ab_orig", "covered"):
+            value = getattr(self, name)
+            if value is not None:
+                dist.all_reduce(value)  # sum, in place
+        count = torch.tensor([float(self.windows)], dtype=torch.float64)
+        dist.all_reduce(count)
+        self.windows = int(count.item())
 
     def mse(self) -> float:
         assert self.sq is not None

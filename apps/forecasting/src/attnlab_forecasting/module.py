@@ -220,6 +220,7 @@ class ForecastModule(AttnlabModule):
         sums = self._sums.pop(stage, None)
         if sums is None or sums.windows == 0:
             return
+        sums.reduce_across_processes()
         log = {
             f"{stage}/mse": sums.mse(),
             f"{stage}/mae": sums.mae(),

@@ -7,7 +7,7 @@ from pathlib import Path
 from attnlab import App
 
 from .data import RecDataModule
-from .draw import draw
+from .draw import atlas, draw
 from .module import RecModule
 
 __all__ = ["RecDataModule", "RecModule", "app"]
@@ -21,5 +21,6 @@ app = App(
     mode="max",
     headline="test/ndcg@10",
     draw=draw,
+    atlas=atlas,
     description="sequential recommendation: SASRec / BERT4Rec, full-ranking HR@k, NDCG@k, MRR",
 )

@@ -17,8 +17,9 @@ validation, and validation inputs only interactions before the test targets.
 
 from __future__ import annotations
 
-import csv
 import json
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from attnlab.data import AttnlabDataModule
+from attnlab.data import AttnlabDataModule, csv_rows, not_utf8, read_text
 from attnlab.datasets import DownloadError, data_root, fetch
 
 from .synthetic import TasteDrift
@@ -84,6 +85,12 @@ class SequenceData:
 
 # ------------------------------------------------------------------------------------ readers
 
+# An integer id as the files write it: ASCII digits with an optional minus. str.isdigit would also
+# pass '²' or '١٢', which int() then rejects or reads as another number.
+_INT_ID = re.compile(r"-?[0-9]+")
+# Timestamps become int64 (seconds, or ms/ns since the epoch): beyond this they would wrap.
+_MAX_TIMESTAMP = 9.2e18
+
 
 def read_sequence_file(path: str | Path) -> tuple[list[str], list[list[str]]]:
     """``user item1 item2 ...`` per line; ids must be integers; returns users and raw sequences."""
@@ -94,29 +101,33 @@ def read_sequence_file(path: str | Path) -> tuple[list[str], list[list[str]]]:
     seqs: list[list[str]] = []
     seen: dict[str, int] = {}
     with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            for col, tok in enumerate(tokens, 1):
-                if not tok.lstrip("-").isdigit():
-                    raise ValueError(
-                        f"{path}:{lineno}: column {col} is {tok!r}, not an integer id; the sequence "
-                        "layout is `user item1 item2 ...` with integer ids"
-                    )
-            if len(tokens) < 2:
+        try:
+            lines = fh.readlines()
+        except UnicodeDecodeError as exc:
+            raise not_utf8(path, exc) from None
+    for lineno, line in enumerate(lines, 1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        for col, tok in enumerate(tokens, 1):
+            if not _INT_ID.fullmatch(tok):
                 raise ValueError(
-                    f"{path}:{lineno}: user {tokens[0]} has no items; each line must be "
-                    "`user item1 item2 ...`"
+                    f"{path}:{lineno}: column {col} is {tok!r}, not an integer id; the sequence "
+                    "layout is `user item1 item2 ...` with integer ids"
                 )
-            if tokens[0] in seen:
-                raise ValueError(
-                    f"{path}:{lineno}: user {tokens[0]} already appeared on line {seen[tokens[0]]}; "
-                    "put each user's whole sequence on one line"
-                )
-            seen[tokens[0]] = lineno
-            users.append(tokens[0])
-            seqs.append(tokens[1:])
+        if len(tokens) < 2:
+            raise ValueError(
+                f"{path}:{lineno}: user {tokens[0]} has no items; each line must be "
+                "`user item1 item2 ...`"
+            )
+        if tokens[0] in seen:
+            raise ValueError(
+                f"{path}:{lineno}: user {tokens[0]} already appeared on line {seen[tokens[0]]}; "
+                "put each user's whole sequence on one line"
+            )
+        seen[tokens[0]] = lineno
+        users.append(tokens[0])
+        seqs.append(tokens[1:])
     if not users:
         raise ValueError(f"{path} holds no sequences")
     return users, seqs
@@ -143,13 +154,22 @@ _HEADER_NAMES = {
 }
 
 
-def _number(value: str, path: Path, lineno: int, col: int, what: str) -> float:
+def _number(
+    value: str, path: Path, lineno: int, col: int, what: str, limit: float = math.inf
+) -> float:
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise ValueError(
             f"{path}:{lineno}: column {col} ({what}) is {value!r}, not a number"
         ) from None
+    if not math.isfinite(number) or abs(number) > limit:
+        raise ValueError(
+            f"{path}:{lineno}: column {col} ({what}) is {value!r}, not a finite number"
+            + (f" within +-{limit:.2g}" if math.isfinite(limit) else "")
+            + "; fix or remove the row"
+        )
+    return number
 
 
 def read_interaction_file(
@@ -172,7 +192,7 @@ def read_interaction_file(
     has_rating: bool | None = None
     with open(path, encoding="utf-8", newline="") as fh:
         lines = (line.replace(delimiter, "\t") for line in fh) if len(delimiter) > 1 else fh
-        reader = csv.reader(lines, delimiter="\t" if len(delimiter) > 1 else delimiter)
+        reader = csv_rows(lines, path, delimiter="\t" if len(delimiter) > 1 else delimiter)
         for lineno, row in enumerate(reader, 1):
             if not row or all(not c.strip() for c in row):
                 continue
@@ -200,12 +220,18 @@ def read_interaction_file(
                     f"({', '.join(order)})"
                 )
             rec = dict(zip(order, row))
+            if "timestamp" not in rec:
+                raise ValueError(
+                    f"{path}:{lineno}: {len(row)} columns, no timestamp (the layout is "
+                    f"{', '.join(order)})"
+                )
             if not rec.get("user") or not rec.get("item"):
                 raise ValueError(f"{path}:{lineno}: empty user or item id")
             users.append(rec["user"])
             items.append(rec["item"])
+            column = order.index("timestamp") + 1
             times.append(
-                _number(rec["timestamp"], path, lineno, order.index("timestamp") + 1, "timestamp")
+                _number(rec["timestamp"], path, lineno, column, "timestamp", _MAX_TIMESTAMP)
             )
             row_has_rating = "rating" in rec
             if has_rating is None:
@@ -258,7 +284,7 @@ def read_movielens(folder: str | Path) -> Rows:
 
 def _sorted_ids(values: np.ndarray) -> list[str]:
     uniq = sorted(set(values.tolist()))
-    if all(str(v).lstrip("-").isdigit() for v in uniq):
+    if all(_INT_ID.fullmatch(str(v)) for v in uniq):
         return sorted((str(v) for v in uniq), key=int)
     return [str(v) for v in uniq]
 
@@ -453,9 +479,11 @@ def read_history_file(
     named: list[tuple[str, list[str], list[str]]] = []  # name, raw items, where each came from
     if path.suffix == ".json":
         try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
+            obj = json.loads(read_text(path))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except RecursionError:
+            raise ValueError(f"{path}: not valid JSON (nested too deeply)") from None
         pairs = (
             obj.items()
             if isinstance(obj, dict)
@@ -479,7 +507,7 @@ def read_history_file(
         delimiter = "\t" if path.suffix == ".tsv" else ","
         groups: dict[str, tuple[list[str], list[str]]] = {}
         with open(path, encoding="utf-8", newline="") as fh:
-            for lineno, row in enumerate(csv.reader(fh, delimiter=delimiter), 1):
+            for lineno, row in enumerate(csv_rows(fh, path, delimiter=delimiter), 1):
                 if not row or all(not c.strip() for c in row):
                     continue
                 if lineno == 1 and [c.strip().lower() for c in row[:2]] == ["history", "item"]:

@@ -134,8 +134,7 @@ class RecModule(AttnlabModule):
         pos = targets[valid]  # (P,)
         hp = self.hparams
         if hp.loss == "ce":
-            logits = self.net.item_scores(hidden)  # (P, N + 1), pad column -inf
-            return F.cross_entropy(logits, pos)
+            return self.net.item_cross_entropy(hidden, pos)
         n = self.net.cfg.num_items
         neg = torch.randint(1, n + 1, (pos.shape[0], hp.num_negatives), device=seq.device)
         emb = self.net.item_embedding
@@ -158,7 +157,7 @@ class RecModule(AttnlabModule):
         masked[none, last[none]] = True
         inputs = window.masked_fill(masked, self.net.mask_token)
         hidden = self.net.encode(inputs)[masked]  # (P, dim)
-        return F.cross_entropy(self.net.item_scores(hidden), window[masked])
+        return self.net.item_cross_entropy(hidden, window[masked])
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         seq = batch["seq"]

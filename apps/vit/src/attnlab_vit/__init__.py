@@ -7,7 +7,7 @@ from pathlib import Path
 from attnlab import App
 
 from .data import ImageData
-from .draw import draw
+from .draw import atlas, draw
 from .model import VisionTransformer, ViTConfig, create_model, list_presets, preset_config
 from .module import ViTModule
 
@@ -31,5 +31,6 @@ app = App(
     mode="max",
     headline="test/top1",
     draw=draw,
+    atlas=atlas,
     description="Vision Transformer (ViT, SPT+LSA, CCT) image classification with attention rollout",
 )

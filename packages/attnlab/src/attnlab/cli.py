@@ -4,6 +4,7 @@
     attnlab <app> fit|validate|test|predict [--config FILE|NAME ...] [--run_dir DIR] [--key=value ...]
     attnlab <app> export --ckpt PATH --format onnx|torch-export [--out PATH]
     attnlab report RUN_DIR
+    attnlab atlas RUN_DIR [RUN_DIR ...] [--out atlas.html] [--samples N] [--force]
     attnlab demo [APP ...]
 
 ``fit|validate|test|predict`` are LightningCLI: YAML configs plus dotted overrides,
@@ -116,7 +117,7 @@ def _make_cli_class() -> type:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from .callbacks import AttentionFigures, NonFiniteLossGuard, PlainProgress, RunArtifacts
-    from .checkpoint import AtomicCheckpointIO
+    from .checkpoint import AtomicCheckpointIO, RandomStateCallback, load_checkpoint
     from .runs import atomic_write_text, default_run_dir, to_float, write_json
 
     class AttnlabCLI(LightningCLI):
@@ -147,8 +148,14 @@ def _make_cli_class() -> type:
             ``--model.*`` arguments win (a shape they change is still caught when loading).
             """
             from_command_line = self.config.clone()
-            super()._parse_ckpt_path()
             sub = from_command_line.get("subcommand")
+            try:
+                super()._parse_ckpt_path()
+            except (pickle.UnpicklingError, RuntimeError, EOFError, OSError):
+                # Lightning reads the hyper-parameters first (weights-only, so nothing ran) and
+                # its error does not say which file; ours names it and says what to do.
+                load_checkpoint(from_command_line[sub]["ckpt_path"])
+                raise
             keys = [
                 a[len("--model.") :].split("=", 1)[0]
                 for a in self._raw_args
@@ -217,7 +224,7 @@ def _make_cli_class() -> type:
             self.artifacts = RunArtifacts(
                 run_dir, self.app.name, sub, seed if isinstance(seed, int) else None
             )
-            ours: list[Any] = [self.artifacts, NonFiniteLossGuard()]
+            ours: list[Any] = [self.artifacts, NonFiniteLossGuard(), RandomStateCallback()]
             if sub == "fit":
                 # Two checkpoints: `best` by the app's monitor, `last` after every epoch (Lightning's
                 # own save_last skips epochs that did not improve, which would make resuming lose work).
@@ -419,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return demo_main(argv[1:])
         if command == "atlas":
-            from .atlas import atlas_main  # type: ignore[import-not-found]
+            from .atlas import atlas_main
 
             return int(atlas_main(argv[1:]))
         return _run_app(get_app(command), argv[1:])

@@ -1,15 +1,71 @@
-"""``AttnlabDataModule``: what every app's DataModule shares (loaders, seeded splits, data root)."""
+"""``AttnlabDataModule``: what every app's DataModule shares (loaders, seeded splits, data root),
+and the text-reading helpers every app's readers use so a bad file is a one-line error."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import csv
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["AttnlabDataModule", "split_indices"]
+__all__ = [
+    "AttnlabDataModule",
+    "csv_rows",
+    "delimiter_hint",
+    "not_utf8",
+    "read_text",
+    "split_indices",
+]
+
+
+def not_utf8(path: str | Path, exc: UnicodeDecodeError) -> ValueError:
+    """The error for a file that is not UTF-8 (latin-1, UTF-16, binary): names the file, not
+    the codec's internals."""
+    byte = exc.object[exc.start : exc.start + 1].hex() or "??"
+    return ValueError(
+        f"{path}: not UTF-8 text (byte 0x{byte} does not decode); save the file as UTF-8, "
+        "e.g. `iconv -f latin1 -t utf-8 IN > OUT`"
+    )
+
+
+def read_text(path: str | Path, encoding: str = "utf-8") -> str:
+    """The whole file as text; a file that is not UTF-8 is a ``ValueError`` naming it."""
+    try:
+        return Path(path).read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
+
+
+def csv_rows(lines: Iterable[str], path: str | Path, **fmt: Any) -> Iterator[list[str]]:
+    """``csv.reader(lines, **fmt)`` whose decoding and parsing errors (a binary file, a cell
+    beyond the field size limit, ...) are ``ValueError``s naming the file and the line."""
+    reader = csv.reader(lines, **fmt)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as exc:
+            raise not_utf8(path, exc) from None
+        except csv.Error as exc:
+            raise ValueError(
+                f"{path}: line {reader.line_num}: unreadable CSV ({exc}); check the quoting"
+            ) from None
+        yield row
+
+
+def delimiter_hint(header: list[str], expected: str = ",") -> str:
+    """A hint for a header read as one cell because the file uses another delimiter."""
+    if len(header) != 1:
+        return ""
+    for sep, word in (("\t", "tabs"), (";", "';'"), ("|", "'|'"), (",", "','"), (" ", "spaces")):
+        if sep != expected and sep in header[0].strip():
+            return f" (the header is one cell: the file seems to use {word} as the delimiter)"
+    return ""
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -24,7 +80,8 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], li
 
 
 class AttnlabDataModule(pl.LightningDataModule):
-    """Loaders with a seeded shuffle (so `--trainer.deterministic true` repeats runs exactly).
+    """Loaders with a seeded shuffle (so `--trainer.deterministic true` repeats runs exactly, and a
+    run resumed from a checkpoint sees the same order of batches as an uninterrupted one).
 
     Subclasses set ``self.train_set``/``val_set``/``test_set``/``predict_set`` in ``setup`` and may
     pass a ``collate_fn``. ``has_test_split`` tells `fit` whether to test the best checkpoint.
@@ -40,17 +97,34 @@ class AttnlabDataModule(pl.LightningDataModule):
         self.test_set: Dataset[Any] | None = None
         self.predict_set: Dataset[Any] | None = None
         self.collate_fn: Callable[[list[Any]], Any] | None = None
+        self._train_order: torch.Generator | None = None
 
     @property
     def has_test_split(self) -> bool:
         return True
+
+    def _shuffle_generator(self) -> torch.Generator:
+        """One generator for the training order, seeded once: each epoch draws the next order,
+        and its state goes into checkpoints (``state_dict``) so a resumed run continues it."""
+        if self._train_order is None:
+            self._train_order = torch.Generator().manual_seed(self.seed)
+        return self._train_order
+
+    def state_dict(self) -> dict[str, Any]:
+        if self._train_order is None:
+            return {}
+        return {"train_order": self._train_order.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "train_order" in state_dict:
+            self._shuffle_generator().set_state(state_dict["train_order"])
 
     def _loader(
         self, dataset: Dataset[Any] | None, stage: str, shuffle: bool = False
     ) -> DataLoader[Any]:
         if dataset is None:
             raise ValueError(f"{type(self).__name__} has no {stage} data; check its setup()")
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        generator = self._shuffle_generator() if shuffle else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

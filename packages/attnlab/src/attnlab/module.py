@@ -7,6 +7,7 @@ the usual ``training_step``/``validation_step``/``test_step``. It gets:
   hyper-parameters), no weight decay on biases, norms, tokens and position tables;
 * checkpoints stamped with the app and module that wrote them, checked on load;
 * ``from_checkpoint`` that rebuilds the module from a checkpoint without executing code;
+* epoch metrics reduced over DDP processes (``log`` defaults to ``sync_dist=True``);
 * hooks the shared services call: ``figure_forward`` (attention figures), ``example_inputs`` and
   ``export_model`` (export with parity), ``checkpoint_extras`` (vocabularies, id maps).
 """
@@ -55,6 +56,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 class AttnlabModule(pl.LightningModule):
     app_name: ClassVar[str] = ""
+
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """``LightningModule.log`` with ``sync_dist=True`` unless told otherwise: under DDP an
+        epoch-level value is then reduced over all processes (a batch-size-weighted mean over
+        the whole validation set) instead of being rank 0's shard alone. No-op on one process."""
+        kwargs.setdefault("sync_dist", True)
+        super().log(name, value, *args, **kwargs)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
