@@ -60,6 +60,21 @@ def test_fsdd_datamodule(fsdd_fixture: Path) -> None:
     assert -100 < mean < 0 < std
 
 
+def test_max_train_draws_across_classes(fsdd_fixture: Path) -> None:
+    """The training list is sorted by file name, i.e. by digit: a cap must not keep its head
+    (which held only the first digits and trained a model that never saw the others)."""
+    dm = AudioData(dataset="fsdd", root=str(fsdd_fixture), duration=0.5, val_fraction=0.0)
+    dm.setup("fit")
+    full = [dm.train_set.label(i) for i in range(len(dm.train_set))]  # type: ignore[union-attr]
+    assert full == sorted(full)  # the premise: 4 clips of digit 0, then 1, then 2
+    capped = AudioData(
+        dataset="fsdd", root=str(fsdd_fixture), duration=0.5, val_fraction=0.0, max_train=6
+    )
+    capped.setup("fit")
+    labels = [capped.train_set.label(i) for i in range(6)]  # type: ignore[union-attr]
+    assert len(capped.train_set) == 6 and set(labels) == {0, 1, 2}  # type: ignore[arg-type]
+
+
 def test_folder_carves_a_test_split_and_resamples(class_folder: Path) -> None:
     splits, names = scan_wav_folder(class_folder)
     assert names == ["high", "low"] and len(splits["all"]) == 20

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from attnlab_audio.draw import patch_map_to_pixels
 from attnlab_audio.model import AudioSpectrogramTransformer, create_model, patch_grid
+from attnlab_audio.module import AudioModule
 
 from attention_core import capture_attention
 
@@ -68,6 +71,48 @@ def test_normalization_buffers_are_applied_and_saved() -> None:
     assert float(state["normalize.mean"]) == -40.0 and float(state["normalize.std"]) == 12.0
     with pytest.raises(ValueError, match="std must be positive"):
         model.normalize.set_stats(0.0, 0.0)
+
+
+def test_frame_patches_span_every_band() -> None:
+    """[n_mels, k] patches: one token per stretch of frames, a (1, gt) grid, pixels mapped back."""
+    model = create_model(
+        "ast", **{**TINY_AST, "patch_size": [24, 4], "patch_stride": [24, 2]}
+    ).eval()
+    assert model.grid_size == (1, (20 - 4) // 2 + 1) == (1, 9)
+    assert model.patch_embed.kernel_size == (24, 4) and model.patch_embed.stride == (24, 2)
+    assert model.tokens(torch.randn(2, 1, 24, 20)).shape == (2, 1 + 9, 32)
+    w = torch.zeros(1, 9)
+    w[0, 1] = 1.0  # the second token: frames 2-5, shared with its neighbours on 2-3 and 4-5
+    px = patch_map_to_pixels(w, (1, 9), (24, 20), (24, 4), (24, 2))
+    assert px[0, :, 2:4].eq(0.5).all() and px[0, :, 4:6].eq(0.5).all()
+    assert px[0, :, :2].eq(0).all() and px[0, :, 6:].eq(0).all()
+    with pytest.raises(ValueError, match="smaller than one 25x4 patch"):
+        patch_grid((24, 20), [25, 4], [1, 2])
+    with pytest.raises(ValueError, match=r"--model.patch_size must be a positive int"):
+        patch_grid((24, 20), [24, 4, 1], 2)
+
+
+def test_fsdd_config_builds_and_matches_its_data() -> None:
+    """The shipped FSDD configs (the benchmark reads the same files) build a model whose input
+    geometry matches the front end they configure."""
+    import yaml
+    from attnlab_audio.features import FrontEndConfig
+
+    configs = Path(__file__).resolve().parents[3] / "apps" / "audio" / "configs"
+    for name in ("fsdd.yaml", "fsdd_cnn.yaml"):
+        cfg = yaml.safe_load((configs / name).read_text(encoding="utf-8"))
+        data = cfg["data"]
+        front = FrontEndConfig(
+            sample_rate=data["sample_rate"], duration=data["duration"],
+            hop_length=data["hop_length"], n_mels=data["n_mels"],
+        )  # fmt: skip
+        assert (cfg["model"]["n_mels"], cfg["model"]["n_frames"]) == (
+            front.n_mels,
+            front.num_frames,
+        ), name
+        module = AudioModule(**cfg["model"])
+        logits = module(torch.randn(2, 1, front.n_mels, front.num_frames))
+        assert logits.shape == (2, 10), name
 
 
 def test_bad_geometry_is_a_clear_error() -> None:

@@ -459,6 +459,15 @@ class AudioData(AttnlabDataModule):
             cache=cache, seed=self.seed,
         )  # fmt: skip
 
+    def _capped(self, items: list[Any]) -> list[Any]:
+        """At most ``max_train`` of ``items``, a seeded random draw kept in order: the lists are
+        sorted by file name, i.e. by class for FSDD and folders, so their head holds few classes."""
+        if not self.max_train or self.max_train >= len(items):
+            return items
+        g = torch.Generator().manual_seed(self.seed + 2)
+        keep = sorted(torch.randperm(len(items), generator=g)[: self.max_train].tolist())
+        return [items[i] for i in keep]
+
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict":
             self._setup_predict()
@@ -471,7 +480,7 @@ class AudioData(AttnlabDataModule):
             waves, labels = make_dtmf(self.n_synthetic, sr, dur, seed=1234 + self.seed)
             test_waves, test_labels = make_dtmf(n_test, sr, dur, seed=4321 + self.seed)
             train_idx, val_idx = split_indices(len(labels), self.val_fraction, self.seed)
-            train_idx = train_idx[: self.max_train] if self.max_train else train_idx
+            train_idx = self._capped(train_idx)
             train_full = self._make(waves, labels, train=True, cache=False)
             eval_full = self._make(waves, labels, train=False, cache=False)
             self.train_set = Subset(train_full, train_idx)
@@ -487,8 +496,7 @@ class AudioData(AttnlabDataModule):
                 train_idx, val_idx = split_indices(len(pool), self.val_fraction, self.seed)
                 train_clips = [pool[i] for i in train_idx]
                 val_clips = [pool[i] for i in val_idx]
-            if self.max_train:
-                train_clips = train_clips[: self.max_train]
+            train_clips = self._capped(train_clips)
             self.train_set = self._make(train_clips, None, train=True, cache=cache)
             self.val_set = self._make(val_clips, None, train=False, cache=cache)
             self.test_set = self._make(splits["test"], None, train=False, cache=cache)

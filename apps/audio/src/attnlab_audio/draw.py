@@ -15,20 +15,28 @@ from attnlab import FigureContext
 from attnlab.atlas import OverlayPanel, Panel, layer_head_views
 from attnlab.figures import heatmap_grid, overlay_grid
 
+from .model import PatchSize, as_pair
+
 __all__ = ["atlas", "draw", "patch_map_to_pixels"]
 
 
 def patch_map_to_pixels(
-    weights: Tensor, grid: tuple[int, int], size: tuple[int, int], patch: int, stride: int
+    weights: Tensor,
+    grid: tuple[int, int],
+    size: tuple[int, int],
+    patch: PatchSize,
+    stride: PatchSize,
 ) -> Tensor:
     """Per-patch weights (B, gf*gt) -> (B, F, T) over the spectrogram: each pixel gets the mean
-    weight of the overlapping patches that cover it (0 where none does)."""
+    weight of the overlapping patches that cover it (0 where none does). ``patch``/``stride``:
+    an int (square) or a (frequency, time) pair."""
     b = weights.shape[0]
-    cols = weights.reshape(b, 1, -1).expand(b, patch * patch, -1)  # (B, p*p, N)
-    summed = F.fold(cols, size, kernel_size=patch, stride=stride)  # (B, 1, F, T)
-    cover = F.fold(
-        torch.ones_like(cols[:1]), size, kernel_size=patch, stride=stride
-    )  # (1, 1, F, T)
+    kernel = as_pair(patch, "patch_size")
+    step = as_pair(stride, "patch_stride")
+    cols = weights.reshape(b, 1, -1).expand(b, kernel[0] * kernel[1], -1)  # (B, pf*pt, N)
+    summed = F.fold(cols, size, kernel_size=kernel, stride=step)  # (B, 1, F, T)
+    ones = torch.ones_like(cols[:1])  # (1, pf*pt, N)
+    cover = F.fold(ones, size, kernel_size=kernel, stride=step)  # (1, 1, F, T)
     return (summed / cover.clamp_min(1.0))[:, 0]  # (B, F, T)
 
 
@@ -103,11 +111,12 @@ def atlas(ctx: FigureContext) -> list[Panel]:
     x = ctx.batch[0].detach().cpu().float()  # (B, 1, F, T) dB
     n_freq, n_time = x.shape[-2], x.shape[-1]
     gf, gt = model.grid_size
-    p, s = cfg.patch_size, cfg.patch_stride
+    pf, pt = as_pair(cfg.patch_size, "patch_size")
+    sf, st = as_pair(cfg.patch_stride, "patch_stride")
     # Patches are frequency-major (the patch embedding's flatten order); flipped rows put low
     # frequencies at the bottom of the picture.
     cells = [
-        (n_freq - (f * s + p), t * s, p, p) for f in range(gf) for t in range(gt)
+        (n_freq - (f * sf + pf), t * st, pf, pt) for f in range(gf) for t in range(gt)
     ]  # (top, left, height, width)
     labels, preds = ctx.batch[1].tolist(), ctx.output.argmax(-1).tolist()
 
@@ -124,8 +133,8 @@ def atlas(ctx: FigureContext) -> list[Panel]:
                 image,
                 cells,
                 layer_head_views([m[b] for m in maps], read),
-                note=f"log-mel {n_freq} bands x {n_time} frames; {gf}x{gt} patches of {p}, "
-                f"stride {s} (a pixel shows the mean of the patches covering it)",
+                note=f"log-mel {n_freq} bands x {n_time} frames; {gf}x{gt} patches of {pf}x{pt}, "
+                f"stride {sf}x{st} (a pixel shows the mean of the patches covering it)",
             )
         )
     return panels
