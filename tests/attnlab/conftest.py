@@ -4,10 +4,10 @@ helper that runs the real `attnlab` command, and a local HTTP server for downloa
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,38 +29,19 @@ def toy_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
-class Attnlab:
-    def __init__(self, env: dict[str, str], cwd: Path):
-        self.env, self.cwd = env, cwd
-
-    def __call__(
-        self, *args: str, check: bool = True, timeout: float = 300
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "attnlab.cli", *args],
-            env=self.env,
-            cwd=self.cwd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"attnlab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-            )
-        return proc
-
-
 @pytest.fixture
-def attnlab(toy_env: dict[str, str], tmp_path: Path) -> Attnlab:
-    return Attnlab(toy_env, tmp_path)
+def attnlab(toy_env: dict[str, str], tmp_path: Path, attnlab_command: Any) -> Any:
+    """The real command, with the toy app installed, run in this test's folder."""
+    return attnlab_command(tmp_path, env=toy_env)
 
 
 @pytest.fixture(scope="session")
-def trained_run(toy_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained_run(
+    toy_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, attnlab_command: Any
+) -> Path:
     """One finished 2-epoch toy run shared by the tests that only read it."""
     cwd = tmp_path_factory.mktemp("trained")
-    Attnlab(toy_env, cwd)(
+    attnlab_command(cwd, env=toy_env)(
         "toy", "fit", "--config", "quick", "--trainer.max_epochs", "2", "--run_dir", "run"
     )
     return cwd / "run"
