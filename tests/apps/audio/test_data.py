@@ -10,12 +10,15 @@ from attnlab_audio.audio_io import write_wav
 from attnlab_audio.data import (
     DTMF_KEYS,
     AudioData,
+    ClipDataset,
     list_wavs,
     make_dtmf,
     scan_fsdd,
     scan_speech_commands,
     scan_wav_folder,
 )
+from attnlab_audio.features import FrontEnd, FrontEndConfig
+from torch.utils.data import DataLoader
 
 from .conftest import data_dir, tone
 
@@ -188,3 +191,41 @@ def test_real_fsdd_split() -> None:
     splits = scan_fsdd(data_dir("fsdd"))
     assert len(splits["train"]) == 2700 and len(splits["test"]) == 300
     assert sorted({c.label for c in splits["test"]}) == list(range(10))
+
+
+def _short_clips() -> ClipDataset:
+    """Eight 0.25 s clips in a 1 s window: training draws where each one sits (the time shift)."""
+    front = FrontEnd(FrontEndConfig(sample_rate=8000, duration=1.0))
+    clips = torch.stack(
+        [
+            torch.as_tensor(tone(300.0 + 100 * i, seconds=0.25), dtype=torch.float32)
+            for i in range(8)
+        ]
+    )  # (8, 2000)
+    return ClipDataset(clips, torch.arange(8), front, train=True, max_length_factor=4.0)
+
+
+def _shifts(batches: list[torch.Tensor]) -> torch.Tensor:
+    """The first loud frame of each clip: where the shift put it."""
+    features = torch.cat(batches)[:, 0]  # (N, n_mels, frames)
+    return (features.amax(dim=1) > features.amin() + 40).float().argmax(dim=1)
+
+
+def test_time_shift_replays_from_a_restored_random_state() -> None:
+    """A resumed run restores torch's generator from the checkpoint: the shifts must follow it."""
+    ds = _short_clips()
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    first = _shifts([ds[i][0][None] for i in range(len(ds))])
+    torch.set_rng_state(state)
+    again = _shifts([ds[i][0][None] for i in range(len(ds))])
+    assert torch.equal(first, again)
+    assert len(set(first.tolist())) > 1  # really shifted, not all at one offset
+
+
+def test_time_shift_differs_across_epochs_with_workers() -> None:
+    """Each epoch's workers draw new shifts (a generator copied into the workers would repeat)."""
+    torch.manual_seed(0)
+    loader = DataLoader(_short_clips(), batch_size=4, num_workers=2)
+    epochs = [_shifts([x for x, _ in loader]) for _ in range(2)]
+    assert not torch.equal(epochs[0], epochs[1])

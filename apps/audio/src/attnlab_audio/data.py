@@ -235,7 +235,11 @@ class ClipDataset(Dataset[tuple[Tensor, int]]):
     """Clips (in memory or on disk) -> (log-mel dB (1, n_mels, frames), label).
 
     ``train`` draws a random position of the clip inside the window (time shift); evaluation
-    centres it. Files are cached after the first read when ``cache`` is set.
+    centres it. The draw uses torch's global generator, like torchvision's transforms: seeded by
+    ``seed_everything``, saved in checkpoints by the Lightning layer (so a resumed run draws the
+    same shifts as an uninterrupted one) and reseeded per DataLoader worker and epoch (a private
+    generator would be copied into every worker and repeat the same shifts each epoch). Files are
+    cached after the first read when ``cache`` is set.
     """
 
     def __init__(
@@ -247,7 +251,6 @@ class ClipDataset(Dataset[tuple[Tensor, int]]):
         train: bool,
         max_length_factor: float,
         cache: bool = True,
-        seed: int = 0,
     ):
         self.clips = clips
         self.labels = labels
@@ -256,7 +259,6 @@ class ClipDataset(Dataset[tuple[Tensor, int]]):
         self.max_length_factor = max_length_factor
         self.cache = cache
         self._store: dict[int, Tensor] = {}
-        self._gen = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -293,7 +295,7 @@ class ClipDataset(Dataset[tuple[Tensor, int]]):
         offset = None
         if self.train if train is None else train:
             slack = abs(length - wave.shape[0])
-            offset = int(torch.randint(0, slack + 1, (1,), generator=self._gen)) if slack else 0
+            offset = int(torch.randint(0, slack + 1, (1,))) if slack else 0
         source = self.clips[i].path if not isinstance(self.clips, Tensor) else f"clip {i}"
         wave = fit_length(wave, length, offset, source=source, max_factor=self.max_length_factor)
         return self.front(wave)  # (1, n_mels, frames)
@@ -456,7 +458,7 @@ class AudioData(AttnlabDataModule):
     def _make(self, clips: Any, labels: Tensor | None, train: bool, cache: bool) -> ClipDataset:
         return ClipDataset(
             clips, labels, self.front, train=train, max_length_factor=self.max_length_factor,
-            cache=cache, seed=self.seed,
+            cache=cache,
         )  # fmt: skip
 
     def _capped(self, items: list[Any]) -> list[Any]:
