@@ -36,6 +36,19 @@ def test_scene_caption_grammar() -> None:
     assert " ".join(scene_caption(four[:3])) == "a 1 left of a 2 and a 3"
 
 
+def test_quick_config_fits_the_longest_scene_caption() -> None:
+    """A caption longer than ``max_len`` is cut in training and can never be generated whole."""
+    import yaml
+
+    config = Path(__file__).parents[3] / "apps" / "captioning" / "configs" / "quick.yaml"
+    max_len = yaml.safe_load(config.read_text(encoding="utf-8"))["model"]["max_len"]
+    row = [(d, 20 * d, 0, 20 * d + 16, 16) for d in range(4)]  # four glyphs side by side
+    assert len(scene_caption(row)) == 13  # "a 0 left of a 1 and a 2 left of a 3"
+    assert max_len >= 13
+    longest = max(len(s.captions[0]) for s in make_digit_scenes(300, "train", seed=0))
+    assert longest == 13
+
+
 def test_digit_scenes_boxes_hold_their_glyphs_and_repeat() -> None:
     scenes = make_digit_scenes(30, "train", seed=0)
     again = make_digit_scenes(30, "train", seed=0)
