@@ -597,11 +597,17 @@ def write_plot(data: dict[str, Any], path: Path) -> Path:
     cols = min(3, max(1, len(blocks)))
     rows = math.ceil(len(blocks) / cols) or 1
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4 * rows), squeeze=False)
+    # One colour per variant in every panel, so "rope" is the same colour in each domain.
+    names = [*BACKENDS, *POSITIONS]
+    names += sorted({r["variant"] for _, b in blocks for r in b["variants"]} - set(names))
+    palette = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(names)}
     for ax, (name, block) in zip(axes.flat, blocks, strict=False):
         ok = [r for r in block["variants"] if r["status"] == "ok" and r["value"] is not None]
         for r in ok:
             marker = "o" if r["positions"] == "learned" else "s"
-            ax.scatter(r["samples_per_cpu_s"], r["value"], marker=marker)
+            ax.scatter(
+                r["samples_per_cpu_s"], r["value"], marker=marker, color=palette[r["variant"]]
+            )
             ax.annotate(
                 r["variant"], (r["samples_per_cpu_s"], r["value"]), fontsize=8,
                 xytext=(3, 3), textcoords="offset points",
