@@ -142,6 +142,19 @@ def environment() -> dict[str, Any]:
         "git": _git_revision(),
         "load_average_1_5_15": load,
         "mem_available_mb": None if mem is None else round(mem),
+        "settings_from_env": bench_settings(),
+    }
+
+
+def bench_settings() -> dict[str, str]:
+    """The ``ATTNLAB_BENCH_*`` settings (budgets, models, threads) and ``OMP_NUM_THREADS`` this
+    run was started with, so a result names the exact command that reproduces it. Paths (the
+    data and results folders) are left out: they are machine-specific."""
+    return {
+        key: os.environ[key]
+        for key in sorted(os.environ)
+        if (key.startswith("ATTNLAB_BENCH_") and key != "ATTNLAB_BENCH_RESULTS_DIR")
+        or key == "OMP_NUM_THREADS"
     }
 
 
@@ -162,12 +175,15 @@ def environment_markdown(env: Mapping[str, Any]) -> str:
         "git": "git revision",
         "load_average_1_5_15": "load average at start (1/5/15 min)",
         "mem_available_mb": "memory available at start (MiB)",
+        "settings_from_env": "settings from the environment",
     }
     rows = [[labels.get(key, key), _fmt_value(value)] for key, value in env.items()]
     return markdown_table(["", "value"], rows)
 
 
 def _fmt_value(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return " ".join(f"{k}={v}" for k, v in value.items()) or "none (the defaults)"
     if isinstance(value, list | tuple):
         return " / ".join(str(v) for v in value)
     return str(value)

@@ -59,7 +59,7 @@ def _machine(env: Mapping[str, Any]) -> str:
     parts = [
         str(env.get("cpu_model", "unknown CPU")),
         f"{env.get('cpus_usable', '?')} CPUs usable",
-        f"torch {env.get('torch', '?')} ({env.get('torch_num_threads', '?')} threads)",
+        f"torch {env.get('torch', '?')} ({_threads(env.get('torch_num_threads', '?'))})",
         "CUDA" if env.get("cuda_available") else "no GPU",
         f"python {env.get('python', '?')}",
     ]
@@ -68,6 +68,10 @@ def _machine(env: Mapping[str, Any]) -> str:
     if env.get("git"):
         parts.append(f"git {env['git']}")
     return ", ".join(parts)
+
+
+def _threads(n: Any) -> str:
+    return "1 thread" if n == 1 else f"{n} threads"
 
 
 def _core(d: Mapping[str, Any]) -> list[str]:
@@ -219,6 +223,9 @@ def benchmark_section(name: str, results_dir: Path) -> list[str]:
         ]
     lines = [f"### {name}", ""]
     lines += [f"- {line}" for line in headline]
+    settings = (data.get("environment") or {}).get("settings_from_env") or {}
+    if settings:  # the budgets and threads it really ran with
+        command = "`" + " ".join(f"{k}={v}" for k, v in settings.items()) + " " + command[1:]
     lines += [
         f"- command: {command}; details: {link}",
         f"- machine: {_machine(data.get('environment') or {})}",

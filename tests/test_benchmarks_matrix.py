@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `benchmarks` is a folder of the checkout, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import matrix, readme  # noqa: E402
+from benchmarks import common, matrix, readme  # noqa: E402
 
 
 def _quick_module(domain: str, **overrides: Any) -> Any:
@@ -142,7 +142,10 @@ ENV = {
 def _fixture_results(folder: Path) -> None:
     folder.mkdir()
     forecast = {
-        "environment": ENV,
+        "environment": {
+            **ENV,
+            "settings_from_env": {"ATTNLAB_BENCH_BUDGET_S": "patchtst=480", "OMP_NUM_THREADS": "1"},
+        },
         "protocol": "task M, every test window",
         "budget_s_per_model": {"dlinear": 120.0},
         "complete": True,
@@ -170,7 +173,11 @@ def test_readme_refresh_replaces_only_the_marked_section_and_is_idempotent(
     section = text[text.index(readme.START) : text.index(readme.END)]
     assert "stale numbers" not in section
     assert "patchtst L=336 H=96: MSE 0.4100" in section
-    assert "`nox -s bench -- forecast`" in section
+    # the command carries the settings the run had (a reduced budget, one thread)
+    assert (
+        "`ATTNLAB_BENCH_BUDGET_S=patchtst=480 OMP_NUM_THREADS=1 nox -s bench -- forecast`"
+        in section
+    )
     assert "Test CPU 9000, 2 CPUs usable, torch 2.14.1 (2 threads)" in section
     assert "PatchTST/42 re-run, full test set (L=336): MSE H=96 0.385" in section
     assert "Not run yet: `nox -s bench -- vit`" in section
@@ -179,6 +186,17 @@ def test_readme_refresh_replaces_only_the_marked_section_and_is_idempotent(
 
     assert readme.refresh(path, results) is False  # idempotent
     assert path.read_text(encoding="utf-8") == text
+
+
+def test_results_record_the_bench_settings_but_no_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATTNLAB_BENCH_BUDGET_S", "45")
+    monkeypatch.setenv("ATTNLAB_BENCH_RESULTS_DIR", "/somewhere/results")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    settings = common.bench_settings()
+    assert settings["ATTNLAB_BENCH_BUDGET_S"] == "45" and settings["OMP_NUM_THREADS"] == "1"
+    assert "ATTNLAB_BENCH_RESULTS_DIR" not in settings and "ATTNLAB_DATA_DIR" not in settings
+    table = common.environment_markdown({"settings_from_env": settings})
+    assert "ATTNLAB_BENCH_BUDGET_S=45" in table and "OMP_NUM_THREADS=1" in table
 
 
 def test_readme_refresh_refuses_a_readme_without_markers(tmp_path: Path) -> None:
