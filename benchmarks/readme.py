@@ -187,6 +187,125 @@ def _matrix(d: Mapping[str, Any]) -> list[str]:
     return out
 
 
+# One row each for the table that opens the section: (what we measured, what it is measured
+# against). Short on purpose; the sections below give every number with its protocol.
+def _core_row(d: Mapping[str, Any]) -> tuple[str, str]:
+    sp, mem = d["targets"]["speed"], d["targets"]["memory"]
+    met = "met" if sp["met"] and mem["met"] else "not met"
+    return (
+        f"MultiHeadAttention / direct SDPA time <= {sp['worst_ratio']:.3f}x; memory at "
+        f"{mem['length']} tokens: local {mem['local_vs_math']:.3f}x, linear "
+        f"{mem['linear_vs_math']:.3f}x math attention",
+        f"targets <= {sp['threshold']}x and <= {mem['threshold']}x: {met}",
+    )
+
+
+def _vit_row(d: Mapping[str, Any]) -> tuple[str, str]:
+    ours, timm = d["runs"]["ours"], d["runs"]["timm"]
+    return (
+        f"ViT top-1 {_pct(ours['test_top1'])}, {ours['train_images_per_s']:.0f} img/s",
+        f"timm's ViT, same size and budget: {_pct(timm['test_top1'])}, "
+        f"{timm['train_images_per_s']:.0f} img/s",
+    )
+
+
+def _caption_row(d: Mapping[str, Any]) -> tuple[str, str]:
+    rows = (d.get("digit_scenes") or {}).get("results", [])
+    ours = ", ".join(
+        f"{r['decoder']} {100 * r['metrics']['bleu4']:.1f}"
+        + (f" (localization {_pct(r['metrics']['loc'])})" if "loc" in r["metrics"] else "")
+        for r in rows
+    )
+    return f"digit scenes BLEU-4: {ours}", "the no-attention baseline (lstm_pooled), same budget"
+
+
+def _forecast_row(d: Mapping[str, Any]) -> tuple[str, str]:
+    """PatchTST-style (the attention model) per horizon, and the best of every model run."""
+    by_h: dict[int, list[dict[str, Any]]] = {}
+    for r in d["results"]:
+        by_h.setdefault(int(r["horizon"]), []).append(r)
+    patch = " / ".join(
+        f"{r['test_mse']:.4f}" for h in sorted(by_h) for r in by_h[h] if r["model"] == "patchtst"
+    )
+    best = ", ".join(
+        f"H={h} {b['test_mse']:.4f} ({b['model']})"
+        for h in sorted(by_h)
+        for b in [min(by_h[h], key=lambda r: r["test_mse"])]
+    )
+    horizons = " / ".join(str(h) for h in sorted(by_h))
+    ours = f"ETTh1 test MSE, PatchTST-style (H={horizons}): {patch}; best of ours: {best}"
+    source, values = next(iter(d.get("published_mse", {}).items()), ("", {}))
+    against = f"{source}: " + " / ".join(str(v) for v in values.values()) if source else ""
+    return ours, against
+
+
+BASELINES = ("popularity", "co-occurrence")
+
+
+def _recsys_row(d: Mapping[str, Any]) -> tuple[str, str]:
+    ours, against = [], []
+    for name, block in d["datasets"].items():
+        models = {k: r for k, r in block["results"].items() if k not in BASELINES}
+        label, r = max(models.items(), key=lambda kv: kv[1]["test"]["ndcg@10"])
+        ours.append(f"{name} {r['test']['ndcg@10']:.4f} ({label})")
+        against += [
+            f"{name} {k} {block['results'][k]['test']['ndcg@10']:.4f}"
+            for k in BASELINES
+            if k in block["results"]
+        ]
+    return "NDCG@10: " + ", ".join(ours), "same evaluation: " + ", ".join(against)
+
+
+def _audio_row(d: Mapping[str, Any]) -> tuple[str, str]:
+    goal = d.get("goal") or {}
+    runs = ", ".join(f"{r['arch']} {_pct(r['test_acc'])}" for r in d["runs"])
+    against = (
+        f"goal AST >= {_pct(goal['target'])}: {'met' if goal.get('met') else 'not met'}"
+        if goal
+        else ""
+    )
+    return f"FSDD test accuracy: {runs}", against
+
+
+def _matrix_row(d: Mapping[str, Any]) -> tuple[str, str]:
+    runs = sum(
+        1 for block in d["domains"].values() for r in block["variants"] if r["status"] == "ok"
+    )
+    return (
+        f"{runs} variants trained over {len(d['domains'])} domains, "
+        f"{d['budget_s_per_variant']:.0f} CPU s each",
+        "each other (sdpa with learned positions is every app's default)",
+    )
+
+
+ROWS: dict[str, Callable[[Mapping[str, Any]], tuple[str, str]]] = {
+    "core": _core_row,
+    "vit": _vit_row,
+    "caption": _caption_row,
+    "forecast": _forecast_row,
+    "recsys": _recsys_row,
+    "audio": _audio_row,
+    "matrix": _matrix_row,
+}
+
+
+def summary_table(results_dir: Path) -> list[str]:
+    """The table that opens the section: one row per benchmark."""
+    lines = ["| benchmark | ours | measured against |", "| :--- | :--- | :--- |"]
+    for name in ORDER:
+        path = results_dir / f"{name}.json"
+        link = f"[{name}](#{name})"
+        if not path.is_file():
+            lines.append(f"| {link} | not run yet | |")
+            continue
+        try:
+            ours, against = ROWS[name](json.loads(path.read_text(encoding="utf-8")))
+        except (KeyError, TypeError, ValueError, AttributeError, StopIteration):
+            ours, against = f"see [`results/{name}.md`](results/{name}.md)", ""
+        lines.append(f"| {link} | {ours} | {against} |".replace("|  |", "| |"))
+    return [*lines, ""]
+
+
 HEADLINES: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "core": _core,
     "vit": _vit,
@@ -242,6 +361,7 @@ def render(results_dir: Path) -> str:
         "",
         "Generated by `python -m benchmarks readme` from `results/*.json`; do not edit by hand.",
         "",
+        *summary_table(results_dir),
     ]
     for name in ORDER:
         lines += benchmark_section(name, results_dir)

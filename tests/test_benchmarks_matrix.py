@@ -181,6 +181,14 @@ def test_readme_refresh_replaces_only_the_marked_section_and_is_idempotent(
     assert "Test CPU 9000, 2 CPUs usable, torch 2.14.1 (2 threads)" in section
     assert "PatchTST/42 re-run, full test set (L=336): MSE H=96 0.385" in section
     assert "Not run yet: `nox -s bench -- vit`" in section
+    # the opening table: a row per benchmark, numbers from the json
+    assert "| benchmark | ours | measured against |" in section
+    assert (
+        "| [forecast](#forecast) | ETTh1 test MSE, PatchTST-style (H=96): 0.4100; "
+        "best of ours: H=96 0.4100 (patchtst) | PatchTST/42 re-run, full test set (L=336): 0.385 |"
+    ) in section
+    assert "| [vit](#vit) | not run yet | |" in section
+    assert "| [audio](#audio) | see [`results/audio.md`](results/audio.md) | |" in section
     assert "Not run yet: `nox -s bench -- matrix`" in section
     assert "`results/audio.json` could not be summarized" in section  # malformed fixture
 
