@@ -304,19 +304,33 @@ def _budgets(spec: str, models: list[str]) -> dict[str, float]:
     (every model) or ``name=seconds`` pairs (those models; the rest keep their defaults)."""
     budgets = {m: DEFAULT_BUDGETS_S[m] for m in models if m in DEFAULT_BUDGETS_S}
     spec = spec.strip()
+
+    def seconds(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not value > 0:  # also refuses nan
+            raise SystemExit(
+                f"forecast benchmark: ATTNLAB_BENCH_BUDGET_S={spec!r}: {text.strip()!r} is not a "
+                "positive number of seconds; use e.g. 600 or patchtst=600,itransformer=300"
+            )
+        return value
+
     if not spec:
         return budgets
     if "=" not in spec:
-        return {m: float(spec) for m in budgets}
+        return {m: seconds(spec) for m in budgets}
     for item in spec.split(","):
-        name, _, seconds = item.partition("=")
-        if name.strip() not in DEFAULT_BUDGETS_S:
+        name, _, text = (part.strip() for part in item.partition("="))
+        if name not in DEFAULT_BUDGETS_S:
             raise SystemExit(
-                f"forecast benchmark: ATTNLAB_BENCH_BUDGET_S names unknown model {name.strip()!r}; "
+                f"forecast benchmark: ATTNLAB_BENCH_BUDGET_S names unknown model {name!r}; "
                 f"known: {list(DEFAULT_BUDGETS_S)}"
             )
-        if name.strip() in budgets:  # a model left out by ATTNLAB_BENCH_MODELS is not run
-            budgets[name.strip()] = float(seconds)
+        value = seconds(text)
+        if name in budgets:  # a model left out by ATTNLAB_BENCH_MODELS is not run
+            budgets[name] = value
     return budgets
 
 
