@@ -101,7 +101,9 @@ def test_beam_one_equals_greedy(decoder: str) -> None:
     g = greedy_decode(model.decoder, feats, max_len=10, **IDS)
     b = beam_search(model.decoder, feats, max_len=10, beam_size=1, **IDS)
     assert torch.equal(g.tokens, b.tokens)
-    assert torch.equal(g.scores, b.scores)
+    # The same sums reached by two code paths (beam state goes through index_select, so the
+    # matmuls see other buffers): the BLAS may round the last bit differently (seen once in CI).
+    torch.testing.assert_close(g.scores, b.scores, rtol=0, atol=1e-5)
     assert torch.equal(g.lengths, b.lengths)
     if g.attention is not None:
         assert b.attention is not None
