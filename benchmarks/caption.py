@@ -47,6 +47,20 @@ def _peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+def _portable(stats: dict[str, Any]) -> dict[str, Any]:
+    """The reader's stats with the data folder written as ``$ATTNLAB_DATA_DIR``: results are
+    committed, and an absolute path would name this machine."""
+    root = os.environ.get("ATTNLAB_DATA_DIR")
+    source = stats.get("source")
+    if not root or not source:
+        return dict(stats)
+    try:
+        relative = Path(source).resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        relative = Path(Path(source).name)  # outside the data folder: the file name only
+    return {**stats, "source": f"$ATTNLAB_DATA_DIR/{relative.as_posix()}"}
+
+
 def run_one(
     config: str, decoder: str, budget_s: float, data_overrides: dict[str, Any]
 ) -> dict[str, Any]:
@@ -111,7 +125,7 @@ def run_one(
         "beam_size": int(hp.beam_size),
         "params": sum(p.numel() for p in module.parameters()),
         "metrics": {k: round(float(v), 4) for k, v in metrics.items()},
-        "read_stats": dm.read_stats,
+        "read_stats": _portable(dm.read_stats),
     }
 
 
