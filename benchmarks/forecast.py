@@ -88,11 +88,13 @@ RECIPES: dict[str, dict[str, Any]] = {
     # DLinear with reversible instance normalization (RevIN), as RLinear (Li et al. 2023) pairs
     # a linear map with it: each window is forecast in its own scale, which the distribution
     # shift between ETTh1's training and test months rewards.
+    # Its learning rate is chosen per horizon on the validation split from two candidates (one
+    # run each, each with the full budget): DLinear's 5e-3 and 1e-3.
     "dlinear_revin": dict(
         arch="dlinear",
         seq_len=336,
         batch_size=32,
-        lr=1e-3,
+        lr=[1e-3, 5e-3],
         model=dict(kernel_size=25, revin=True),
     ),
 }
@@ -138,10 +140,29 @@ def _evaluate(model: torch.nn.Module, loader: Any) -> tuple[float, float, int]:
 def run_one(
     name: str, horizon: int, root: Path, budget_s: float, seed: int = 2021
 ) -> dict[str, Any]:
+    """Train and test one model at one horizon. A recipe whose ``lr`` is a list trains once per
+    learning rate (each with ``budget_s``) and keeps the run with the lowest validation MSE; its
+    CPU and wall times are the sums over the candidates."""
+    lrs = RECIPES[name]["lr"]
+    if not isinstance(lrs, list):
+        return _run_lr(name, horizon, root, budget_s, float(lrs), seed)
+    runs = [_run_lr(name, horizon, root, budget_s, float(lr), seed) for lr in lrs]
+    best = min(runs, key=lambda r: math.inf if r["best_val_mse"] is None else r["best_val_mse"])
+    totals = {
+        key: round(sum(r[key] for r in runs), 1)
+        for key in ("train_cpu_seconds", "train_wall_seconds", "total_seconds")
+    }
+    candidates = [{"lr": r["lr"], "best_val_mse": r["best_val_mse"]} for r in runs]
+    return {**best, **totals, "lr_candidates": candidates}
+
+
+def _run_lr(
+    name: str, horizon: int, root: Path, budget_s: float, lr: float, seed: int
+) -> dict[str, Any]:
     from attnlab_forecasting.data import ForecastData
     from attnlab_forecasting.model import build_model, count_parameters
 
-    recipe = RECIPES[name]
+    recipe = {**RECIPES[name], "lr": lr}
     torch.manual_seed(seed)
     dm = ForecastData(
         dataset="etth1",
@@ -201,6 +222,7 @@ def run_one(
         "model": name,
         "horizon": horizon,
         "seq_len": recipe["seq_len"],
+        "lr": lr,
         "test_mse": round(mse, 4),
         "test_mae": round(mae, 4),
         "test_windows": windows,
@@ -226,6 +248,7 @@ def _markdown(results: list[dict[str, Any]], meta: dict[str, Any], env: dict[str
                 r["model"],
                 r["seq_len"],
                 r["horizon"],
+                f"{r['lr']:g}" + ("*" if r.get("lr_candidates") else ""),
                 f"{r['test_mse']:.4f}",
                 f"{r['test_mae']:.4f}",
                 r["test_windows"],
@@ -240,6 +263,7 @@ def _markdown(results: list[dict[str, Any]], meta: dict[str, Any], env: dict[str
             "model",
             "L",
             "H",
+            "lr",
             "MSE",
             "MAE",
             "test windows",
@@ -249,8 +273,19 @@ def _markdown(results: list[dict[str, Any]], meta: dict[str, Any], env: dict[str
             "wall s",
         ],
         rows,
-        ["l", "r", "r", "r", "r", "r", "r", "r", "r", "r"],
+        ["l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"],
     )
+    chosen = [r for r in results if r.get("lr_candidates")]
+    if chosen:
+        picks = "; ".join(
+            f"{r['model']} H={r['horizon']}: "
+            + ", ".join(f"{c['lr']:g} -> {c['best_val_mse']}" for c in r["lr_candidates"])
+            for r in chosen
+        )
+        ours += (
+            "\n\n\\* learning rate chosen on the validation split, one full-budget run per "
+            f"candidate (train CPU s and wall s are their sums). Validation MSE: {picks}."
+        )
     pub_rows = [[k, *(f"{v[h]:.3f}" for h in horizons)] for k, v in PUBLISHED.items()]
     best_rows = []
     for h in horizons:

@@ -38,3 +38,32 @@ def test_budget_defaults_one_number_and_per_model() -> None:
 def test_bad_budget_is_one_clear_error(spec: str, message: str) -> None:
     with pytest.raises(SystemExit, match=message):
         _budgets(spec, MODELS)
+
+
+def test_learning_rate_candidates_keep_the_lowest_validation_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A recipe with a list of learning rates trains once per rate and keeps the run with the
+    lowest validation MSE (never the lowest test MSE); its times are the sums over the runs."""
+    import benchmarks.forecast as bench
+
+    val = {1e-3: 0.90, 5e-3: 0.80, 1e-2: None}  # None: a run stopped inside its first epoch
+    test = {1e-3: 0.40, 5e-3: 0.45, 1e-2: 0.30}
+    calls: list[float] = []
+
+    def fake(name: str, horizon: int, root: Path, budget: float, lr: float, seed: int) -> dict:
+        calls.append(lr)
+        times = {"train_cpu_seconds": 10.0, "train_wall_seconds": 11.0, "total_seconds": 12.0}
+        return {"model": name, "lr": lr, "best_val_mse": val[lr], "test_mse": test[lr], **times}
+
+    monkeypatch.setattr(bench, "_run_lr", fake)
+    monkeypatch.setitem(bench.RECIPES, "dlinear_revin", {**bench.RECIPES["dlinear_revin"]})
+    bench.RECIPES["dlinear_revin"]["lr"] = [1e-3, 5e-3, 1e-2]
+    result = bench.run_one("dlinear_revin", 96, Path("."), 5.0)
+    assert calls == [1e-3, 5e-3, 1e-2]
+    assert result["lr"] == 5e-3 and result["test_mse"] == 0.45
+    assert result["train_cpu_seconds"] == 30.0 and result["total_seconds"] == 36.0
+    assert [c["lr"] for c in result["lr_candidates"]] == [1e-3, 5e-3, 1e-2]
+    # a single learning rate runs once, without candidates
+    bench.RECIPES["dlinear_revin"]["lr"] = 1e-3
+    assert "lr_candidates" not in bench.run_one("dlinear_revin", 96, Path("."), 5.0)
