@@ -56,6 +56,30 @@ def test_shapes_and_gradients(encoder: str, decoder: str) -> None:
     assert not missing, missing
 
 
+@pytest.mark.parametrize("decoder", ["lstm_attention", "lstm_pooled"])
+def test_lstm_context_reaches_the_words_directly(decoder: str) -> None:
+    """Show-Attend-Tell's deep output layer: the context feeds the logits, not only the LSTM
+    gates. With the gates' context weights and the initial state cut off from the image, the
+    first word still depends on the image (without this path the image never reached the words
+    of an encoder trained from scratch)."""
+    torch.manual_seed(0)
+    cfg = CaptionerConfig(decoder=decoder, encoder_stages=2, **SMALL)  # type: ignore[arg-type]
+    model = build_captioner(cfg, vocab_size=11).eval()
+    lstm = model.decoder
+    with torch.no_grad():
+        lstm.cell.weight_ih[:, lstm.embed.embedding_dim :] = 0.0  # context -> gates
+        for init in (lstm.init_h, lstm.init_c):
+            init.weight.zero_()
+    tokens = torch.zeros(2, 1, dtype=torch.long)
+    image = torch.randn(1, 3, 32, 32)
+    logits, _ = model(torch.cat([image, torch.randn(1, 3, 32, 32)]), tokens)  # (2, 1, V)
+    assert (logits[0] - logits[1]).abs().max() > 1e-4
+    with torch.no_grad():
+        lstm.out_z.weight.zero_()  # and with the direct path cut too, the image is invisible
+    logits, _ = model(torch.cat([image, torch.randn(1, 3, 32, 32)]), tokens)
+    torch.testing.assert_close(logits[0], logits[1])
+
+
 def test_unknown_names_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="unknown decoder 'gru'"):
         build_captioner(CaptionerConfig(decoder="gru"), 10)

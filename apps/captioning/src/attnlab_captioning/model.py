@@ -227,7 +227,19 @@ def load_pretrained_encoder(encoder: nn.Module, timeout: float = 10.0) -> None:
 
 
 class LSTMDecoder(nn.Module):
-    """Show, Attend and Tell's LSTM; with ``attend=False`` the context is the mean feature."""
+    """Show, Attend and Tell's LSTM; with ``attend=False`` the context is the mean feature.
+
+    Words come from the paper's deep output layer (Xu et al. 2015, eq. 7),
+    ``L_o(E y_{t-1} + L_h h_t + L_z z_t)``: the context ``z_t`` reaches the logits directly as
+    well as through the LSTM. Without that path an encoder trained from scratch gets its signal
+    only through the gates and the decoder learns the grammar but not the image (the digit-scene
+    benchmark showed word accuracy at chance after 1,400 steps; with it, the digits are learned).
+
+    The grid features first pass a linear map and a LayerNorm, as the Transformer decoder
+    projects its memory: a from-scratch encoder's BatchNorm shifts its features between batch
+    statistics (training) and running statistics (evaluation), and the LSTM's saturating gates
+    turned that shift into a validation loss several times the training loss.
+    """
 
     def __init__(
         self,
@@ -241,6 +253,9 @@ class LSTMDecoder(nn.Module):
     ):
         super().__init__()
         self.attend = attend
+        self.feature_proj = nn.Sequential(
+            nn.Linear(feature_dim, feature_dim), nn.LayerNorm(feature_dim)
+        )
         self.embed = nn.Embedding(vocab_size, embed_dim)
         self.attention = (
             AdditiveAttention(hidden_dim, feature_dim, attention_dim) if attend else None
@@ -250,9 +265,12 @@ class LSTMDecoder(nn.Module):
         self.init_c = nn.Linear(feature_dim, hidden_dim)
         self.cell = nn.LSTMCell(embed_dim + feature_dim, hidden_dim)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden_dim, vocab_size)
+        self.out_h = nn.Linear(hidden_dim, embed_dim)  # L_h
+        self.out_z = nn.Linear(feature_dim, embed_dim, bias=False)  # L_z
+        self.head = nn.Linear(embed_dim, vocab_size)  # L_o
 
     def init_state(self, features: Tensor, use_cache: bool = True) -> State:
+        features = self.feature_proj(features)  # (B, N, D)
         mean = features.mean(1)  # (B, D)
         state: State = {"h": torch.tanh(self.init_h(mean)), "c": torch.tanh(self.init_c(mean))}
         state["features"] = features
@@ -272,8 +290,10 @@ class LSTMDecoder(nn.Module):
             context = torch.sigmoid(self.gate(h)) * context  # (B, D), gated
         else:
             context, alpha = state["mean"], None
-        h, c = self.cell(torch.cat([self.embed(tokens), context], dim=-1), (h, c))
-        logits = self.head(self.dropout(h))  # (B, V)
+        embedded = self.embed(tokens)  # (B, E)
+        h, c = self.cell(torch.cat([embedded, context], dim=-1), (h, c))
+        deep = embedded + self.out_h(h) + self.out_z(context)  # (B, E), deep output layer
+        logits = self.head(self.dropout(deep))  # (B, V)
         return logits, alpha, {**state, "h": h, "c": c}
 
     def reorder(self, state: State, index: Tensor) -> State:
