@@ -14,6 +14,15 @@ def _model(kind: str = "sasrec", **kw: object) -> SequentialRecommender:
 HIST = torch.tensor([[3, 4, 5, 0, 0, 0], [1, 2, 3, 4, 5, 6], [7, 0, 0, 0, 0, 0]])
 
 
+def test_item_embeddings_scaled_by_sqrt_dim_before_positions() -> None:
+    scaled, plain = _model(dropout=0.0), _model(dropout=0.0, scale_item_embeddings=False)
+    plain.load_state_dict(scaled.state_dict())
+    seq = HIST[:, :4]  # (3, 4)
+    items, pos = scaled.item_embedding(seq), scaled.pos_embedding.weight[:4]  # (3, 4, 16), (4, 16)
+    torch.testing.assert_close(scaled.embed(seq), items * 4.0 + pos)  # sqrt(16) = 4
+    torch.testing.assert_close(plain.embed(seq), items + pos)
+
+
 @pytest.mark.parametrize("kind", ["sasrec", "bert4rec"])
 def test_shapes_finite_and_gradients(kind: str) -> None:
     model = _model(kind)

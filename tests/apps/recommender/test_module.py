@@ -85,6 +85,24 @@ def test_fast_dev_run_and_checkpoint_keeps_item_ids(seq_file: Path, tmp_path: Pa
         _trainer(tmp_path).validate(loaded, datamodule=other)
 
 
+def test_checkpoint_from_before_the_embedding_scale_loads_unscaled(
+    seq_file: Path, tmp_path: Path
+) -> None:
+    dm = RecDataModule(dataset="sequences", path=str(seq_file), batch_size=2)
+    module = RecModule(scale_item_embeddings=False, **TINY)
+    trainer = _trainer(tmp_path, max_epochs=1)
+    trainer.fit(module, datamodule=dm)
+    ckpt = tmp_path / "old.ckpt"
+    trainer.save_checkpoint(ckpt)
+    state = torch.load(ckpt, weights_only=False)
+    del state["hyper_parameters"]["scale_item_embeddings"]  # as written before the option
+    torch.save(state, ckpt)
+    loaded = RecModule.from_checkpoint(ckpt)
+    assert loaded.net.cfg.scale_item_embeddings is False
+    hist = torch.tensor([[1, 2, 3]])
+    torch.testing.assert_close(loaded(hist), module.eval()(hist))
+
+
 def test_predict_history_file_excludes_seen_items(seq_file: Path, tmp_path: Path) -> None:
     hist = tmp_path / "h.json"
     hist.write_text(json.dumps({"alice": ["10", "11"], "bob": [16]}))

@@ -23,7 +23,13 @@ MODELS = ("sasrec", "bert4rec")
 
 @dataclass
 class RecConfig:
-    """Sizes of a sequential recommender. Item ids run 1..num_items; 0 pads."""
+    """Sizes of a sequential recommender. Item ids run 1..num_items; 0 pads.
+
+    ``scale_item_embeddings`` multiplies the item embeddings by sqrt(dim) before the positions are
+    added, as SASRec does (Kang & McAuley 2018). Both tables start at std 0.02, so unscaled the
+    positions weigh as much as the items; on Beauty the scaled model reaches a higher validation
+    NDCG@10 (see benchmarks/recsys.py).
+    """
 
     num_items: int
     kind: str = "sasrec"
@@ -35,6 +41,7 @@ class RecConfig:
     dropout: float = 0.2
     attn_dropout: float = 0.2
     backend: str = "sdpa"
+    scale_item_embeddings: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in MODELS:
@@ -94,7 +101,10 @@ class SequentialRecommender(nn.Module):
                 "history (last_window) or build the model with a larger max_len"
             )
         pos = torch.arange(start, start + length, device=seq.device)
-        return self.drop(self.item_embedding(seq) + self.pos_embedding(pos)[None])
+        items = self.item_embedding(seq)  # (B, L, dim)
+        if self.cfg.scale_item_embeddings:
+            items = items * self.cfg.dim**0.5
+        return self.drop(items + self.pos_embedding(pos)[None])
 
     def encode(self, seq: Tensor) -> Tensor:
         """Hidden states (B, L, dim) of a right-padded batch (B, L)."""

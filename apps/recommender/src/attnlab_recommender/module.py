@@ -44,6 +44,7 @@ class RecModule(AttnlabModule):
         dropout: float = 0.2,
         attn_dropout: float = 0.2,
         backend: str = "sdpa",
+        scale_item_embeddings: bool = True,
         num_negatives: int = 1,
         gbce_t: float = 0.75,
         mask_prob: float = 0.2,
@@ -84,6 +85,7 @@ class RecModule(AttnlabModule):
             dropout=hp.dropout,
             attn_dropout=hp.attn_dropout,
             backend=hp.backend,
+            scale_item_embeddings=hp.scale_item_embeddings,
         )
         self.model = SequentialRecommender(cfg)
         self.hparams["num_items"] = num_items
@@ -117,6 +119,14 @@ class RecModule(AttnlabModule):
 
     def checkpoint_extras(self) -> dict[str, Any]:
         return {"item_ids": self.item_ids, "protocol": PROTOCOL}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints from before scale_item_embeddings existed were trained without the scale.
+        if "scale_item_embeddings" not in checkpoint.get("hyper_parameters", {}):
+            self.hparams["scale_item_embeddings"] = False
+            if self.model is not None:
+                self.model.cfg.scale_item_embeddings = False
+        super().on_load_checkpoint(checkpoint)
 
     def load_checkpoint_extras(self, extras: dict[str, Any]) -> None:
         if extras.get("item_ids") is not None:
