@@ -36,10 +36,28 @@ NAME = "recsys"
 KS = (1, 5, 10, 20)
 
 # Per-dataset settings shared by every model (max length as in the literature: 200 for
-# MovieLens, 50 for Amazon).
+# MovieLens, 50 for Amazon). Adam; the learning rate follows a cosine from ``lr`` to zero over
+# the CPU budget, which on Beauty (SASRec+, validation split) beat a constant 1e-3: NDCG@10 .0644
+# against a plateau at .062. Beauty's dropout .5 (the SASRec paper's for sparse data) learns more
+# slowly than .3 but, with item embeddings scaled, matches .3's validation NDCG@10 plateau
+# (.0697) by epoch 22 and is still rising there.
 SETTINGS: dict[str, dict[str, Any]] = {
-    "ml-100k": {"max_len": 200, "dim": 64, "dropout": 0.2, "batch_size": 128},
-    "beauty": {"max_len": 50, "dim": 64, "dropout": 0.3, "batch_size": 128},
+    "ml-100k": {
+        "max_len": 200,
+        "dim": 64,
+        "dropout": 0.2,
+        "batch_size": 128,
+        "lr": 1e-3,
+        "lr_schedule": "cosine",
+    },
+    "beauty": {
+        "max_len": 50,
+        "dim": 64,
+        "dropout": 0.5,
+        "batch_size": 128,
+        "lr": 1e-3,
+        "lr_schedule": "cosine",
+    },
 }
 MODELS: dict[str, dict[str, Any]] = {
     "SASRec+ (CE)": {"model": "sasrec", "loss": "ce"},
