@@ -31,6 +31,12 @@ def test_cosine_schedule_anneals_over_the_cpu_budget() -> None:
         assert {"val_ndcg@10", "val_hr@10"} <= set(row["curve"][0])
 
 
+def test_unknown_schedule_is_refused() -> None:
+    dm = recsys._datamodule(SMALL, 64)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        recsys._train(dm, {**SETTINGS, "lr_schedule": "cos"}, recsys.MODELS["SASRec+ (CE)"], 1.0)
+
+
 def test_worker_processes_train_every_model_on_every_dataset() -> None:
     models = {k: recsys.MODELS[k] for k in ("SASRec+ (CE)", "BERT4Rec")}
     out = recsys.run({"tiny": _dataset(1.0)}, models, threads=1, jobs=2)
