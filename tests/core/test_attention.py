@@ -504,7 +504,7 @@ def test_favor_projection_is_deterministic_orthogonal_blocks():
     assert not torch.allclose(p, favor_projection(8, 20, seed=8, dtype=torch.float64))
     block = p[:8] / p[:8].norm(dim=1, keepdim=True)  # rows of one block are orthogonal
     torch.testing.assert_close(block @ block.T, torch.eye(8, dtype=torch.float64))
-    assert favor_projection(8).shape == (16, 8)
+    assert favor_projection(8).shape == (32, 8)  # the stated default: 4 x head_dim
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -690,7 +690,7 @@ def test_local_needs_window():
     q, k, v = qkv(1, 1, 4, 4, 4)
     with pytest.raises(ValueError, match="backend 'local' needs window="):
         attention(q, k, v, backend="local")
-    with pytest.raises(ValueError, match="integer window >= 0, got window=-1"):
+    with pytest.raises(ValueError, match="window must be >= 0, got -1"):
         attention(q, k, v, backend="local", window=-1)
 
 
@@ -704,7 +704,7 @@ def test_linear_refuses_non_key_padding_mask():
     bias = torch.randn(2, 1, 1, 6)
     with pytest.raises(ValueError, match="cannot apply an additive bias"):
         attention(q, k, v, mask=bias, backend="linear")
-    with pytest.raises(ValueError, match="unknown feature_map 'relu'"):
+    with pytest.raises(ValueError, match=r"feature_map='relu' is not one of \['elu', 'favor'\]"):
         attention(q, k, v, backend="linear", feature_map="relu")
 
 
@@ -715,3 +715,52 @@ def test_functional_linformer_points_to_the_module():
         ValueError, match=r"MultiHeadAttention\(dim, num_heads, backend='linformer'"
     ):
         attention(q, k, v, backend="linformer")
+
+
+# --------------------------------------------------------------------------------------------
+# local attention with global tokens (Longformer)
+# --------------------------------------------------------------------------------------------
+
+
+def _band_with_globals(lq: int, lk: int, window: int, g: int) -> torch.Tensor:
+    """(Lq, Lk) bool: within the window, or a global key, or a global query (bottom-right)."""
+    qpos = torch.arange(lq)[:, None] + (lk - lq)
+    kpos = torch.arange(lk)[None, :]
+    return ((qpos - kpos).abs() <= window) | (kpos < g) | (qpos < g)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("length", "window", "g", "block"), [(37, 3, 1, 8), (20, 2, 3, 16), (9, 0, 2, 4)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_local_with_global_tokens_equals_math_with_that_mask(causal, length, window, g, block, masked):
+    torch.manual_seed(0)
+    q, k, v = qkv(2, 2, length, length, 8)
+    allowed = _band_with_globals(length, length, window, g)
+    user = None
+    if masked:
+        user = torch.ones(2, 1, 1, length, dtype=torch.bool)
+        user[0, ..., -3:] = False  # padding at the end of the first sequence
+        allowed = allowed & user
+    out, w = attention(
+        q, k, v, mask=user, causal=causal, backend="local", window=window, global_tokens=g,
+        block_size=block, return_weights=True,
+    )
+    ref, ref_w = attention(q, k, v, mask=allowed, causal=causal, backend="math", return_weights=True)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(w, ref_w, atol=1e-5, rtol=1e-5)
+    # The class token (position 0) reads the whole sequence when not causal.
+    if not causal:
+        assert (w[1, :, 0] > 0).all()
+
+
+def test_local_global_tokens_have_gradients_and_decode_with_a_cache():
+    torch.manual_seed(0)
+    q, k, v = qkv(1, 2, 12, 12, 8)
+    q.requires_grad_(True)
+    out = attention(q, k, v, backend="local", window=2, global_tokens=1)
+    out.sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+    # Incremental decoding: the last 3 queries against all 12 keys, causal.
+    full = attention(q.detach(), k, v, backend="local", window=2, global_tokens=1, causal=True)
+    tail = attention(q.detach()[:, :, -3:], k, v, backend="local", window=2, global_tokens=1, causal=True)
+    torch.testing.assert_close(tail, full[:, :, -3:], atol=1e-5, rtol=1e-5)

@@ -37,7 +37,7 @@ def test_weights_context_and_scores(name, masked):
     query = torch.randn(3, m.query_dim)
     keys = torch.randn(3, 8, m.key_dim)
     mask = key_mask([8, 5, 1], 8) if masked else None
-    context, weights = m(query, keys, key_padding_mask=mask)
+    context, weights = m(query, keys, key_mask=mask)
     assert context.shape == (3, m.key_dim) and weights.shape == (3, 8)
     torch.testing.assert_close(weights.sum(-1), torch.ones(3), **TOL)
     assert (weights >= 0).all()
@@ -55,12 +55,12 @@ def test_every_key_masked_gives_zero_weights(name):
     m = MODULES[name]()
     query, keys = torch.randn(2, m.query_dim), torch.randn(2, 4, m.key_dim)
     mask = key_mask([4, 0], 4)
-    context, weights = m(query, keys, key_padding_mask=mask)
+    context, weights = m(query, keys, key_mask=mask)
     assert torch.isfinite(weights).all() and torch.isfinite(context).all()
     assert (weights[1] == 0).all() and (context[1] == 0).all()
     torch.testing.assert_close(weights[0].sum(), torch.tensor(1.0))
     query.requires_grad_()
-    context, weights = m(query, keys, key_padding_mask=mask)
+    context, weights = m(query, keys, key_mask=mask)
     (context.sum() + weights.square().sum()).backward()
     assert torch.isfinite(query.grad).all()
     assert all(torch.isfinite(p.grad).all() for p in m.parameters())
@@ -82,7 +82,7 @@ def test_every_parameter_gets_a_gradient(name):
     m = MODULES[name]()
     query = torch.randn(3, m.query_dim, requires_grad=True)
     keys = torch.randn(3, 6, m.key_dim, requires_grad=True)
-    context, weights = m(query, keys, key_padding_mask=key_mask([6, 4, 2], 6))
+    context, weights = m(query, keys, key_mask=key_mask([6, 4, 2], 6))
     (context.square().sum() + weights.square().sum()).backward()
     for pname, p in m.named_parameters():
         assert p.grad is not None, pname
@@ -113,10 +113,28 @@ def test_bad_shapes_name_the_shapes(name):
     ):
         m(torch.randn(3, dq), torch.randn(2, 4, dk))
     with pytest.raises(
-        ValueError, match=r"key_padding_mask must be \(B, N\) = \(2, 4\), got \(2, 5\)"
+        ValueError, match=r"key_mask must be \(B, N\) = \(2, 4\), got \(2, 5\)"
     ):
         m(
             torch.randn(2, dq),
             torch.randn(2, 4, dk),
-            key_padding_mask=torch.ones(2, 5, dtype=torch.bool),
+            key_mask=torch.ones(2, 5, dtype=torch.bool),
         )
+
+
+@pytest.mark.parametrize("cls", [AdditiveAttention, DotProductAttention])
+def test_key_padding_mask_has_torchs_meaning(cls):
+    """``key_padding_mask`` is True where a key is padding (torch's meaning); ``key_mask`` is
+    True where a key is real. The same padding given either way gives the same result, and
+    padded keys get zero weight."""
+    torch.manual_seed(0)
+    m = cls(8, 8, 16) if cls is AdditiveAttention else cls(8, 8)
+    query, keys = torch.randn(2, 8), torch.randn(2, 5, 8)
+    padding = torch.tensor([[False, False, False, True, True], [False] * 5])
+    ctx_a, w_a = m(query, keys, key_padding_mask=padding)
+    ctx_b, w_b = m(query, keys, key_mask=~padding)
+    torch.testing.assert_close(w_a, w_b)
+    torch.testing.assert_close(ctx_a, ctx_b)
+    assert w_a[0, 3:].abs().max() == 0 and w_a[0, :3].sum() > 0.99
+    with pytest.raises(ValueError, match="not both"):
+        m(query, keys, key_mask=~padding, key_padding_mask=padding)

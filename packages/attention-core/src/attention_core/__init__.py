@@ -25,9 +25,18 @@ from .blocks import (
     drop_path,
 )
 from .classic import AdditiveAttention, DotProductAttention
+from .config import POSITIONS, AttentionConfig, build_position
 from .kv_cache import KVCache
 from .maps import AttentionMaps, attention_layers, attention_rollout, capture_attention
 from .mha import MultiHeadAttention, set_backend
+from .registry import (
+    Backend,
+    BackendOption,
+    backend_table,
+    get_backend,
+    register_backend,
+    unregister_backend,
+)
 from .positional import (
     ALiBi,
     AttentionPosition,
@@ -44,7 +53,16 @@ from .positional import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "POSITIONS",
     "ALiBi",
+    "AttentionConfig",
+    "Backend",
+    "BackendOption",
+    "backend_table",
+    "build_position",
+    "get_backend",
+    "register_backend",
+    "unregister_backend",
     "AdditiveAttention",
     "AttentionMaps",
     "AttentionPosition",

@@ -23,10 +23,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from .registry import Backend, BackendOption, get_backend, list_backends, register_backend
 
 __all__ = [
-    "BACKENDS",
+    "APPROXIMATE_BACKENDS",
+    "EXACT_BACKENDS",
     "attention",
     "attention_weights",
     "causal_mask",
@@ -34,32 +37,12 @@ __all__ = [
     "normalize_mask",
 ]
 
-EXACT_BACKENDS = ("sdpa", "math", "flex")
-APPROXIMATE_BACKENDS = ("local", "linear", "linformer")
-
-
 def _flex_available() -> bool:
     try:
         from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
     except Exception:  # pragma: no cover - depends on the torch build
         return False
     return True
-
-
-def list_backends() -> list[str]:
-    """Names accepted by ``attention(..., backend=...)`` and ``MultiHeadAttention``.
-
-    ``"flex"`` is listed only when this torch build ships FlexAttention; ``"linformer"`` is listed
-    but only ``MultiHeadAttention`` can run it, because it owns learned projections.
-    """
-    names = ["sdpa", "math"]
-    if _flex_available():
-        names.append("flex")
-    names += ["local", "linear", "linformer"]
-    return names
-
-
-BACKENDS = tuple(list_backends())
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,18 +291,27 @@ def _local(
     window: int,
     block_size: int | None = None,
     return_weights: bool = False,
+    global_tokens: int = 0,
 ) -> tuple[Tensor, Tensor | None]:
-    """Each query sees the keys within ``window`` positions of it (and not after it if causal)."""
+    """Each query sees the keys within ``window`` positions of it (and not after it if causal).
+
+    With ``global_tokens=g`` the first ``g`` positions are global, as in Longformer: every query
+    also sees keys ``[0, g)`` and the queries at positions ``[0, g)`` see every key. A class token
+    that sits first then still reads the whole sequence. Memory stays O(L * (window + g)).
+    """
     if not isinstance(window, int) or window < 0:
         raise ValueError(f"local attention needs an integer window >= 0, got window={window!r}")
     b, h, lq, d = q.shape
     lk = k.shape[2]
     window = min(window, lk)
+    g = min(int(global_tokens), lk)
     block = block_size or max(16, min(window, 256))
     block = min(block, lq) if lq > 0 else 1
     nb, qpos, kpos, valid = _local_layout(lq, lk, window, block, q.device)
     if causal:
         valid = valid & (kpos[:, None, :] <= qpos[:, :, None])
+    if g:
+        valid = valid & (kpos[:, None, :] >= g)  # global keys are scored once, below
     span = kpos.shape[1]
     pad_q = nb * block - lq
     qb = F.pad(q, (0, 0, 0, pad_q)).view(b, h, nb, block, d)  # (B, H, nb, Bq, D)
@@ -331,20 +323,49 @@ def _local(
     kb = kp.unfold(2, span, block)  # (B, H, nb, D, Bk), a view
     vb = vp.unfold(2, span, block)  # (B, H, nb, Dv, Bk)
     scores = torch.einsum("bhnqd,bhndk->bhnqk", qb, kb) * scale  # (B, H, nb, Bq, Bk)
+    rows = (qpos - (lk - lq)).clamp(0, max(lq - 1, 0))  # (nb, Bq) query row of each slot
     if mask is not None:
-        rows = (qpos - (lk - lq)).clamp(max=lq - 1)[:, :, None]  # (nb, Bq, 1)
         cols = kpos.clamp(0, lk - 1)[:, None, :]  # (nb, 1, Bk)
         full = mask.expand(b, h, lq, lk)
-        picked = full[:, :, rows, cols]  # (B, H, nb, Bq, Bk)
+        picked = full[:, :, rows[:, :, None], cols]  # (B, H, nb, Bq, Bk)
         if picked.dtype == torch.bool:
             valid = valid & picked
         else:
             scores = scores + picked
     scores = scores.masked_fill(~valid, float("-inf"))
-    weights = _softmax(scores)  # (B, H, nb, Bq, Bk)
+    if g:
+        # Scores of every query against the global keys, joined to its window in one softmax.
+        gscores = torch.einsum("bhnqd,bhgd->bhnqg", qb, k[:, :, :g]) * scale  # (B, H, nb, Bq, g)
+        gvalid = torch.ones(nb, block, g, dtype=torch.bool, device=q.device)
+        if causal:
+            gvalid = gvalid & (torch.arange(g, device=q.device)[None, None, :] <= qpos[:, :, None])
+        if mask is not None:
+            gpicked = mask.expand(b, h, lq, lk)[:, :, :, :g][:, :, rows]  # (B, H, nb, Bq, g)
+            if gpicked.dtype == torch.bool:
+                gvalid = gvalid & gpicked
+            else:
+                gscores = gscores + gpicked
+        gscores = gscores.masked_fill(~gvalid, float("-inf"))
+        joint = _softmax(torch.cat([gscores, scores], dim=-1))  # (B, H, nb, Bq, g + Bk)
+        gweights, weights = joint.split([g, span], dim=-1)
+    else:
+        weights = _softmax(scores)  # (B, H, nb, Bq, Bk)
     dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
     out = torch.einsum("bhnqk,bhndk->bhnqd", dropped, vb)  # (B, H, nb, Bq, Dv)
+    if g:
+        gdropped = F.dropout(gweights, p=dropout_p) if dropout_p > 0 else gweights
+        out = out + torch.einsum("bhnqg,bhgd->bhnqd", gdropped, v[:, :, :g])
     out = out.reshape(b, h, nb * block, -1)[:, :, :lq]
+    # Queries at the global positions attend to every key (a few dense rows).
+    ng = max(0, min(lq, g - (lk - lq))) if g else 0
+    dense_rows = None
+    if ng:
+        gmask = None if mask is None else mask.expand(b, h, lq, lk)[:, :, :ng]
+        if causal:
+            cm = causal_mask(lq, lk, q.device)[:ng]  # (ng, Lk)
+            gmask = cm if gmask is None else _combine(gmask, cm, q.dtype)
+        grow_out, dense_rows = _math(q[:, :, :ng], k, v, gmask, dropout_p, scale)
+        out = torch.cat([grow_out, out[:, :, ng:]], dim=2)
     dense = None
     if return_weights:
         # Scatter each block's window back to absolute key positions, shifted by `window` so
@@ -354,7 +375,19 @@ def _local(
         dense = q.new_zeros(b, h, nb * block, width)
         dense.scatter_add_(-1, idx.expand(b, h, -1, -1), weights.reshape(b, h, nb * block, span))
         dense = dense[:, :, :lq, window : window + lk]
+        if g:
+            gcols = gweights.reshape(b, h, nb * block, g)[:, :, :lq]  # (B, H, Lq, g)
+            dense = torch.cat([dense[..., :g] + gcols, dense[..., g:]], dim=-1)
+        if dense_rows is not None:
+            dense = torch.cat([dense_rows, dense[:, :, ng:]], dim=2)
     return out, dense
+
+
+def _combine(mask: Tensor, allowed: Tensor, dtype: torch.dtype) -> Tensor:
+    """A bool or additive mask restricted to where the bool ``allowed`` is True."""
+    if mask.dtype == torch.bool:
+        return mask & allowed
+    return mask.to(dtype).masked_fill(~allowed, float("-inf"))
 
 
 def _pad_seq(x: Tensor, left: int, total: int) -> Tensor:
@@ -382,8 +415,12 @@ def favor_projection(
     device: torch.device | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """Orthogonal Gaussian random features (num_features, head_dim), as in Performer."""
-    m = num_features or max(head_dim, 2 * head_dim)
+    """Orthogonal Gaussian random features (num_features, head_dim), as in Performer.
+
+    The default, 4 x head_dim, is where the error against exact attention stops falling fast on
+    moderate scores (the measured table is in the package README): more features cost linearly.
+    """
+    m = num_features or 4 * head_dim
     gen = torch.Generator().manual_seed(seed)
     blocks = []
     for _ in range(-(-m // head_dim)):
@@ -515,12 +552,288 @@ def _linear(
 # --------------------------------------------------------------------------------------------
 
 
-def _check_backend(backend: str) -> str:
-    if backend == "auto":
-        return "sdpa"
-    if backend not in list_backends():
-        raise ValueError(f"unknown attention backend {backend!r}; choose one of {list_backends()}")
-    return backend
+# --------------------------------------------------------------------------------------------
+# the built-in backends, registered in attention_core.registry
+# --------------------------------------------------------------------------------------------
+
+
+def _math_backend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask: Tensor | None,
+    causal: bool,
+    dropout_p: float,
+    scale: float,
+    return_weights: bool,
+    module: nn.Module | None,
+) -> tuple[Tensor, Tensor | None]:
+    full = normalize_mask(mask, q, k, causal=causal)
+    out, weights = _math(q, k, v, full, dropout_p, scale)
+    return out, weights if return_weights else None
+
+
+def _sdpa_backend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask: Tensor | None,
+    causal: bool,
+    dropout_p: float,
+    scale: float,
+    return_weights: bool,
+    module: nn.Module | None,
+) -> tuple[Tensor, Tensor | None]:
+    if return_weights:  # the fused kernel never forms the weights: the explicit softmax does
+        return _math_backend(
+            q, k, v, mask=mask, causal=causal, dropout_p=dropout_p, scale=scale,
+            return_weights=True, module=module,
+        )
+    return _sdpa(q, k, v, mask, causal, dropout_p, scale), None
+
+
+_FLEX_FALLBACK_WARNED = False
+
+
+def _flex_backend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask: Tensor | None,
+    causal: bool,
+    dropout_p: float,
+    scale: float,
+    return_weights: bool,
+    module: nn.Module | None,
+) -> tuple[Tensor, Tensor | None]:
+    global _FLEX_FALLBACK_WARNED
+    full = normalize_mask(mask, q, k, causal=causal)
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if return_weights or dropout_p > 0 or (q.device.type == "cpu" and needs_grad):
+        # FlexAttention has no dropout and no CPU backward; the explicit softmax is the same
+        # exact attention and has both. Said once, so nobody times "flex" and measures math.
+        if not return_weights and not _FLEX_FALLBACK_WARNED:
+            _FLEX_FALLBACK_WARNED = True
+            why = "dropout" if dropout_p > 0 else "backward pass on the CPU"
+            warnings.warn(
+                f"backend 'flex' ran the math backend: FlexAttention has no {why}; it runs "
+                "FlexAttention for inference on the CPU and everywhere on a GPU",
+                stacklevel=4,
+            )
+        out, weights = _math(q, k, v, full, dropout_p, scale)
+        return out, weights if return_weights else None
+    return _flex(q, k, v, full, scale), None
+
+
+def _local_backend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask: Tensor | None,
+    causal: bool,
+    dropout_p: float,
+    scale: float,
+    return_weights: bool,
+    module: nn.Module | None,
+    window: int,
+    block_size: int | None = None,
+    global_tokens: int = 0,
+) -> tuple[Tensor, Tensor | None]:
+    return _local(
+        q, k, v, mask, causal, dropout_p, scale, window, block_size,
+        return_weights=return_weights, global_tokens=global_tokens,
+    )
+
+
+def _init_linear(module: nn.Module, options: dict[str, Any]) -> list[str]:
+    """Performer's random features live on the module, fixed (a buffer), so runs repeat."""
+    if options.get("feature_map") != "favor":
+        return []
+    head_dim = int(getattr(module, "head_dim"))
+    module.register_buffer("favor_features", favor_projection(head_dim, options.get("num_features")))
+    return ["favor_features"]
+
+
+def _linear_backend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask: Tensor | None,
+    causal: bool,
+    dropout_p: float,
+    scale: float,
+    return_weights: bool,
+    module: nn.Module | None,
+    feature_map: str = "elu",
+    num_features: int | None = None,
+    chunk_size: int = 128,
+    projection: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    if feature_map == "favor" and projection is None:
+        if module is not None and hasattr(module, "favor_features"):
+            projection = module.favor_features
+        else:
+            projection = favor_projection(q.shape[-1], num_features, device=q.device, dtype=q.dtype)
+    return _linear(
+        q, k, v, mask, causal, scale, feature_map=feature_map, projection=projection,
+        chunk_size=chunk_size, return_weights=return_weights,
+    )
+
+
+def _init_linformer(module: nn.Module, options: dict[str, Any]) -> list[str]:
+    """E and F of Wang et al. (2020): (proj_dim, seq_len), shared by all heads."""
+    seq_len = int(options["seq_len"])
+    proj_dim = int(options.get("proj_dim") or min(64, seq_len))
+    module.linformer_e = nn.Parameter(torch.randn(proj_dim, seq_len) / seq_len**0.5)
+    module.linformer_f = nn.Parameter(torch.randn(proj_dim, seq_len) / seq_len**0.5)
+    return ["linformer_e", "linformer_f"]
+
+
+def _linformer_backend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask: Tensor | None,
+    causal: bool,
+    dropout_p: float,
+    scale: float,
+    return_weights: bool,
+    module: nn.Module | None,
+    seq_len: int,
+    proj_dim: int | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Project K and V (B, H, Lk, D) along the sequence to (B, H, proj_dim, D), then exact
+    attention over the projections."""
+    assert module is not None  # learned backends only run inside a module
+    lk = k.shape[2]
+    e_all, f_all = module.linformer_e, module.linformer_f
+    if lk > e_all.shape[1]:
+        raise ValueError(
+            f"linformer was built for seq_len={e_all.shape[1]} but got {lk} keys; "
+            "rebuild it with a larger seq_len"
+        )
+    if mask is not None:
+        keep = _key_padding_from_mask(mask, q, k, "linformer")  # (B|1, H|1, 1, Lk)
+        keep = keep.transpose(-1, -2).to(k.dtype)  # (B|1, H|1, Lk, 1)
+        k, v = k * keep, v * keep
+    e = e_all[:, :lk].to(k.dtype)
+    f = f_all[:, :lk].to(v.dtype)
+    k = torch.einsum("pl,bhld->bhpd", e, k)  # (B, H, proj_dim, D)
+    v = torch.einsum("pl,bhld->bhpd", f, v)
+    if return_weights:
+        out, weights = _math(q, k, v, None, dropout_p, scale)  # weights over the projections
+        return out, weights
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale), None
+
+
+def _register_builtins() -> None:
+    opt = BackendOption
+    register_backend(
+        Backend(
+            "sdpa", _sdpa_backend,
+            doc="torch's fused scaled_dot_product_attention (flash / memory-efficient / math kernels)",
+        ),
+        replace=True,
+    )
+    register_backend(
+        Backend("math", _math_backend, doc="the explicit softmax(q k^T * scale + mask) v"),
+        replace=True,
+    )
+    register_backend(
+        Backend(
+            "flex", _flex_backend,
+            doc="FlexAttention; on the CPU it runs the math backend for training and dropout "
+            "(warned once)",
+            export=False,
+            available=_flex_available,
+        ),
+        replace=True,
+    )
+    register_backend(
+        Backend(
+            "local", _local_backend,
+            doc="sliding window, O(L * window) memory; global_tokens first positions see and are "
+            "seen by all (Longformer)",
+            options=(
+                opt("window", int, required=True, minimum=0, doc="keys on each side"),
+                opt("block_size", int, None, doc="queries per block (memory/speed trade-off)", minimum=1),
+                opt("global_tokens", int, 0, doc="first positions attending globally", minimum=0),
+            ),
+            exact=False,
+        ),
+        replace=True,
+    )
+    register_backend(
+        Backend(
+            "linear", _linear_backend,
+            doc="kernelized attention (elu + 1, or Performer FAVOR+ random features); causal "
+            "runs chunk by chunk",
+            options=(
+                opt("feature_map", str, "elu", choices=("elu", "favor"), doc="feature map"),
+                opt("num_features", int, None, minimum=1, doc="FAVOR+ random features (default 4 x head_dim)"),
+                opt("chunk_size", int, 128, minimum=1, doc="causal chunk length"),
+                opt("projection", Tensor, None, doc="fixed FAVOR+ features (F, D), functional use"),
+            ),
+            exact=False,
+            masks="key_padding",
+            dropout=False,
+            init_module=_init_linear,
+        ),
+        replace=True,
+    )
+    register_backend(
+        Backend(
+            "linformer", _linformer_backend,
+            doc="learned projections of K and V along the sequence (Wang et al. 2020); "
+            "module only, not causal",
+            options=(
+                opt("seq_len", int, required=True, minimum=1, from_model=True, doc="longest input length"),
+                opt("proj_dim", int, None, minimum=1, doc="projected length (default min(64, seq_len))"),
+            ),
+            exact=False,
+            causal=False,
+            masks="key_padding",
+            kv_cache=False,
+            cross=False,
+            learned=True,
+            init_module=_init_linformer,
+        ),
+        replace=True,
+    )
+
+
+_register_builtins()
+
+EXACT_BACKENDS = ("sdpa", "math", "flex")
+APPROXIMATE_BACKENDS = ("local", "linear", "linformer")
+
+
+# --------------------------------------------------------------------------------------------
+# the public entry points
+# --------------------------------------------------------------------------------------------
+
+
+def check_supported(
+    spec: Backend, *, causal: bool, dropout_p: float, mask: Tensor | None = None
+) -> None:
+    """One clear error when a call asks a backend for something it cannot do."""
+    if causal and not spec.causal:
+        raise ValueError(
+            f"{spec.name} cannot be causal: it mixes every position of K and V, so future "
+            "tokens would leak; use backend 'sdpa', 'local' or 'linear'"
+        )
+    if dropout_p > 0 and not spec.dropout:
+        raise ValueError(
+            f"{spec.name} attention has no attention matrix to drop out; use dropout_p=0"
+        )
+    if mask is not None and spec.masks == "none":
+        raise ValueError(f"backend {spec.name!r} takes no mask")
 
 
 def attention(
@@ -534,6 +847,7 @@ def attention(
     scale: float | None = None,
     backend: str = "auto",
     return_weights: bool = False,
+    module: nn.Module | None = None,
     **backend_kwargs: Any,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Attention of q (B, H, Lq, D) over k (B, Hkv, Lk, D) and v (B, Hkv, Lk, Dv).
@@ -542,65 +856,36 @@ def attention(
     ``return_weights=True``; exact backends then run the explicit softmax, approximate ones
     return the weights they effectively applied.
 
-    Backend options: ``local`` takes ``window`` (keys on each side, required) and ``block_size``;
-    ``linear`` takes ``feature_map`` ("elu" or "favor"), ``projection`` (favor's random
-    features, (F, D)) and ``chunk_size`` (causal chunking).
+    ``backend`` is any name in ``list_backends()`` ("auto" = "sdpa"); its options come as keyword
+    arguments (``local``: ``window``, ``block_size``, ``global_tokens``; ``linear``:
+    ``feature_map``, ``num_features``, ``chunk_size``, ``projection``); ``backend_table()`` lists
+    them all. ``module`` is the layer calling (backends with learned parameters need it).
     """
-    backend = _check_backend(backend)
+    spec = get_backend(backend)
     _check_qkv(q, k, v)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
-    allowed: dict[str, set[str]] = {
-        "local": {"window", "block_size"},
-        "linear": {"feature_map", "projection", "chunk_size"},
-    }
-    extra = set(backend_kwargs) - allowed.get(backend, set())
-    if extra:
-        raise ValueError(f"backend {backend!r} does not take options {sorted(extra)}")
-    if backend == "linformer":
+    if spec.learned and module is None:
         raise ValueError(
-            "backend 'linformer' learns projections of K and V, so it lives in a module: use "
-            "MultiHeadAttention(dim, num_heads, backend='linformer', seq_len=...)"
+            f"backend {spec.name!r} learns parameters, so it lives in a module: use "
+            f"MultiHeadAttention(dim, num_heads, backend={spec.name!r}, ...)"
         )
+    options = spec.resolve_options(backend_kwargs)
+    check_supported(spec, causal=causal, dropout_p=dropout_p, mask=mask)
     k, v = _expand_kv_heads(q, k, v)
     s = _scale(q, scale)
-
-    if backend == "local":
-        if "window" not in backend_kwargs:
-            raise ValueError("backend 'local' needs window=<keys on each side>")
-        mask = normalize_mask(mask, q, k)
-        out_l, w_l = _local(
-            q, k, v, mask, causal, dropout_p, s, return_weights=return_weights, **backend_kwargs
-        )
-        return (out_l, w_l) if return_weights and w_l is not None else out_l
-    if backend == "linear":
-        if dropout_p > 0:
-            raise ValueError(
-                "linear attention has no attention matrix to drop out; use dropout_p=0"
-            )
-        mask = normalize_mask(mask, q, k)
-        out_n, w_n = _linear(
-            q, k, v, mask, causal, s, return_weights=return_weights, **backend_kwargs
-        )
-        return (out_n, w_n) if return_weights and w_n is not None else out_n
-
-    if return_weights or backend == "math":
-        full = normalize_mask(mask, q, k, causal=causal)
-        out, weights = _math(q, k, v, full, dropout_p, s)
-        return (out, weights) if return_weights else out
-    if backend == "flex":
-        full = normalize_mask(mask, q, k, causal=causal)
-        needs_grad = torch.is_grad_enabled() and (
-            q.requires_grad or k.requires_grad or v.requires_grad
-        )
-        if dropout_p > 0 or (q.device.type == "cpu" and needs_grad):
-            # FlexAttention has no dropout and no CPU backward; the explicit softmax is the same
-            # exact attention and has both.
-            return _math(q, k, v, full, dropout_p, s)[0]
-        return _flex(q, k, v, full, s)
-    if mask is not None:
-        mask = normalize_mask(mask, q, k)
-    return _sdpa(q, k, v, mask, causal, dropout_p, scale)
+    mask = normalize_mask(mask, q, k)
+    if spec.masks == "key_padding" and mask is not None:
+        _key_padding_from_mask(mask, q, k, spec.name)
+    out, weights = spec.fn(
+        q, k, v, mask=mask, causal=causal, dropout_p=dropout_p, scale=s,
+        return_weights=return_weights, module=module, **options,
+    )
+    if return_weights:
+        if weights is None:
+            raise ValueError(f"backend {spec.name!r} cannot return its attention weights")
+        return out, weights
+    return out
 
 
 def attention_weights(
@@ -611,14 +896,17 @@ def attention_weights(
     causal: bool = False,
     scale: float | None = None,
     backend: str = "auto",
+    module: nn.Module | None = None,
     **backend_kwargs: Any,
 ) -> Tensor:
     """The (B, H, Lq, Lk) attention probabilities the given backend applies, without dropout.
 
     For the exact backends this is softmax(q k^T * scale + mask); for ``local`` the same inside
-    the window; for ``linear`` the normalized kernel phi(q) phi(k)^T. Used to draw attention maps
-    of models that run a fused kernel.
+    the window (and over the global tokens); for ``linear`` the normalized kernel
+    phi(q) phi(k)^T; for ``linformer`` the weights over its projected keys. Used to draw
+    attention maps of models that run a fused kernel.
     """
+    spec = get_backend(backend)
     v = q.new_zeros(k.shape[0], k.shape[1], k.shape[2], 1)
     result = attention(
         q,
@@ -627,9 +915,10 @@ def attention_weights(
         mask=mask,
         causal=causal,
         scale=scale,
-        backend="math" if backend in EXACT_BACKENDS or backend == "auto" else backend,
+        backend="math" if spec.exact else backend,
         return_weights=True,
-        **backend_kwargs,
+        module=module,
+        **({} if spec.exact else backend_kwargs),
     )
     assert isinstance(result, tuple)
     return result[1]

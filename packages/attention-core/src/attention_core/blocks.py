@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .config import AttentionConfig
 from .kv_cache import KVCache
 from .mha import MultiHeadAttention
 from .positional import AttentionPosition
@@ -117,6 +118,7 @@ class TransformerEncoderBlock(nn.Module):
         backend: str = "auto",
         pos: AttentionPosition | None = None,
         attn: nn.Module | None = None,
+        attention: AttentionConfig | None = None,
         **backend_kwargs: Any,
     ):
         super().__init__()
@@ -131,6 +133,7 @@ class TransformerEncoderBlock(nn.Module):
             proj_drop=proj_drop,
             backend=backend,
             pos=pos,
+            attention=attention,
             **backend_kwargs,
         )
         self.ls1 = _scale_or_identity(dim, init_values)
@@ -174,6 +177,8 @@ class TransformerDecoderBlock(nn.Module):
         num_kv_heads: int | None = None,
         backend: str = "auto",
         pos: AttentionPosition | None = None,
+        attention: AttentionConfig | None = None,
+        cross_attention: AttentionConfig | None = None,
         **backend_kwargs: Any,
     ):
         super().__init__()
@@ -181,16 +186,18 @@ class TransformerDecoderBlock(nn.Module):
             qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, num_kv_heads=num_kv_heads
         )
         self.norm1 = norm_layer(dim)
+        if attention is not None:
+            attention.check(where="decoder self-attention", causal=True, kv_cache=True)
         self.self_attn = MultiHeadAttention(
-            dim, num_heads, backend=backend, pos=pos, **common, **backend_kwargs
+            dim, num_heads, backend=backend, pos=pos, attention=attention, **common, **backend_kwargs
         )
         self.ls1 = _scale_or_identity(dim, init_values)
         self.drop_path1 = _drop_or_identity(drop_path)
         self.norm2 = norm_layer(dim)
-        # Cross-attention keeps the exact backend: memories (image grids, encoder outputs) are
-        # short, and the approximate backends are defined for self-attention.
+        # Cross-attention has its own setting (default: the exact fused kernel): memories (image
+        # grids, encoder outputs) are short, and a window over them has no meaning.
         self.cross_attn = MultiHeadAttention(
-            dim, num_heads, kdim=memory_dim, vdim=memory_dim, **common
+            dim, num_heads, kdim=memory_dim, vdim=memory_dim, attention=cross_attention, **common
         )
         self.ls2 = _scale_or_identity(dim, init_values)
         self.drop_path2 = _drop_or_identity(drop_path)

@@ -1,4 +1,10 @@
-"""Attention of one query over a set of keys, as used by RNN encoder-decoders."""
+"""Attention of one query over a set of keys, as used by RNN encoder-decoders.
+
+Masks: ``key_mask`` (B, N) is True where a key is real and may be attended to, the convention of
+every mask in ``attention_core``. ``key_padding_mask`` is accepted with torch's meaning for that
+name (``torch.nn.MultiheadAttention``: True where a key is padding), so code written against
+torch does not silently attend to its padding.
+"""
 
 from __future__ import annotations
 
@@ -25,14 +31,26 @@ def _check(query: Tensor, keys: Tensor, query_dim: int, key_dim: int, mask: Tens
         )
     if mask is not None and tuple(mask.shape) != tuple(keys.shape[:2]):
         raise ValueError(
-            f"key_padding_mask must be (B, N) = {tuple(keys.shape[:2])}, got {tuple(mask.shape)}"
+            f"key_mask must be (B, N) = {tuple(keys.shape[:2])}, got {tuple(mask.shape)}"
         )
 
 
-def _masked_softmax(scores: Tensor, key_padding_mask: Tensor | None) -> Tensor:
-    """Softmax over N of (B, N) scores; key_padding_mask is True where a key is real."""
-    if key_padding_mask is not None:
-        scores = scores.masked_fill(~key_padding_mask, float("-inf"))
+def _key_mask(key_mask: Tensor | None, key_padding_mask: Tensor | None) -> Tensor | None:
+    """One (B, N) mask, True = attend, from either convention."""
+    if key_padding_mask is None:
+        return key_mask
+    if key_mask is not None:
+        raise ValueError(
+            "give key_mask (True = attend) or key_padding_mask (True = padding, as in torch), "
+            "not both"
+        )
+    return ~key_padding_mask.bool()
+
+
+def _masked_softmax(scores: Tensor, key_mask: Tensor | None) -> Tensor:
+    """Softmax over N of (B, N) scores; key_mask is True where a key is real."""
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1)
     return torch.nan_to_num(weights, nan=0.0)
 
@@ -58,13 +76,16 @@ class AdditiveAttention(nn.Module):
         self,
         query: Tensor,
         keys: Tensor,
-        key_padding_mask: Tensor | None = None,
+        key_mask: Tensor | None = None,
         projected_keys: Tensor | None = None,
+        *,
+        key_padding_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        _check(query, keys, self.query_dim, self.key_dim, key_padding_mask)
+        key_mask = _key_mask(key_mask, key_padding_mask)
+        _check(query, keys, self.query_dim, self.key_dim, key_mask)
         pk = self.project_keys(keys) if projected_keys is None else projected_keys
         hidden = torch.tanh(pk + self.query_proj(query)[:, None, :])  # (B, N, hidden)
-        weights = _masked_softmax(self.score(hidden).squeeze(-1), key_padding_mask)  # (B, N)
+        weights = _masked_softmax(self.score(hidden).squeeze(-1), key_mask)  # (B, N)
         context = torch.bmm(weights[:, None, :], keys).squeeze(1)  # (B, Dk)
         return context, weights
 
@@ -85,11 +106,17 @@ class DotProductAttention(nn.Module):
         self.weight = nn.Linear(query_dim, key_dim, bias=False) if mode == "general" else None
 
     def forward(
-        self, query: Tensor, keys: Tensor, key_padding_mask: Tensor | None = None
+        self,
+        query: Tensor,
+        keys: Tensor,
+        key_mask: Tensor | None = None,
+        *,
+        key_padding_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        _check(query, keys, self.query_dim, self.key_dim, key_padding_mask)
+        key_mask = _key_mask(key_mask, key_padding_mask)
+        _check(query, keys, self.query_dim, self.key_dim, key_mask)
         q = self.weight(query) if self.weight is not None else query  # (B, Dk)
         scores = torch.bmm(keys, q[:, :, None]).squeeze(-1)  # (B, N)
-        weights = _masked_softmax(scores, key_padding_mask)
+        weights = _masked_softmax(scores, key_mask)
         context = torch.bmm(weights[:, None, :], keys).squeeze(1)  # (B, Dk)
         return context, weights

@@ -8,17 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import attention, attention_weights, favor_projection, list_backends
+from .attention import attention, attention_weights
+from .config import AttentionConfig
 from .kv_cache import KVCache
 from .positional import AttentionPosition
+from .registry import Backend, get_backend
 
 __all__ = ["MultiHeadAttention", "set_backend"]
-
-_BACKEND_OPTIONS = {
-    "local": {"window", "block_size"},
-    "linear": {"feature_map", "num_features", "chunk_size"},
-    "linformer": {"seq_len", "proj_dim"},
-}
 
 
 class MultiHeadAttention(nn.Module):
@@ -30,9 +26,10 @@ class MultiHeadAttention(nn.Module):
     values from ``context``); with other ``kdim``/``vdim`` separate ``q_proj``, ``k_proj`` and
     ``v_proj`` are used.
 
-    ``backend`` is any of ``list_backends()`` or "auto"; its options come as keyword arguments:
-    ``window`` (local), ``feature_map``/``num_features``/``chunk_size`` (linear),
-    ``seq_len``/``proj_dim`` (linformer).
+    ``backend`` is any of ``list_backends()`` or "auto"; its options come as keyword arguments
+    (``window`` for local, ``feature_map`` for linear, ``seq_len`` for linformer; see
+    ``backend_table()``). Or pass ``attention=AttentionConfig(...)``, the setting every app takes;
+    its ``pos`` is the model's business (it builds the position and passes ``pos=``).
     """
 
     _attention_sink: list[Tensor] | None
@@ -52,9 +49,20 @@ class MultiHeadAttention(nn.Module):
         backend: str = "auto",
         pos: AttentionPosition | None = None,
         norm_layer: type[nn.Module] = nn.LayerNorm,
+        attention: AttentionConfig | None = None,
+        seq_len: int | None = None,
         **backend_kwargs: Any,
     ):
         super().__init__()
+        if attention is not None:
+            if backend != "auto" or backend_kwargs:
+                raise ValueError(
+                    "give the attention either as attention=AttentionConfig(...) or as "
+                    f"backend=/options, not both (got backend={backend!r}, {backend_kwargs})"
+                )
+            backend, backend_kwargs = attention.backend, attention.backend_options(seq_len=seq_len)
+        elif seq_len is not None:
+            backend_kwargs["seq_len"] = seq_len
         if num_heads <= 0 or dim % num_heads != 0:
             raise ValueError(
                 f"num_heads={num_heads} must divide dim={dim}; pick a head count that does"
@@ -87,46 +95,23 @@ class MultiHeadAttention(nn.Module):
         self._attention_sink = None
         self.backend = "auto"
         self.backend_kwargs: dict[str, Any] = {}
+        self._backend_state: list[str] = []
         self.configure_backend(backend, **backend_kwargs)
 
     # ------------------------------------------------------------------ backend
     def configure_backend(self, backend: str, **backend_kwargs: Any) -> None:
-        """Switch the attention backend (parameters that backend needs are created here)."""
-        if backend != "auto" and backend not in list_backends():
-            raise ValueError(
-                f"unknown attention backend {backend!r}; choose one of {list_backends()}"
-            )
-        extra = set(backend_kwargs) - _BACKEND_OPTIONS.get(backend, set())
-        if extra:
-            raise ValueError(f"backend {backend!r} does not take options {sorted(extra)}")
-        if backend == "local" and "window" not in backend_kwargs:
-            raise ValueError("backend 'local' needs window=<keys on each side>")
-        self.backend = backend
-        self.backend_kwargs = dict(backend_kwargs)
-        for name in ("linformer_e", "linformer_f"):
+        """Switch the attention backend (parameters or buffers that backend keeps are made here,
+        those of the previous one removed)."""
+        spec = get_backend(backend)
+        options = spec.resolve_options(backend_kwargs)
+        for name in self._backend_state:
             if hasattr(self, name):
                 delattr(self, name)
-        if hasattr(self, "favor_features"):
-            delattr(self, "favor_features")
-        if backend == "linformer":
-            seq_len = backend_kwargs.get("seq_len")
-            if not seq_len:
-                raise ValueError("backend 'linformer' needs seq_len=<longest input length>")
-            proj_dim = int(backend_kwargs.get("proj_dim", min(64, seq_len)))
-            # E and F of Wang et al. (2020): (proj_dim, seq_len), shared by all heads.
-            self.linformer_e = nn.Parameter(torch.randn(proj_dim, seq_len) / seq_len**0.5)
-            self.linformer_f = nn.Parameter(torch.randn(proj_dim, seq_len) / seq_len**0.5)
-        if backend == "linear" and backend_kwargs.get("feature_map", "elu") == "favor":
-            feats = favor_projection(self.head_dim, backend_kwargs.get("num_features"))
-            self.register_buffer("favor_features", feats)
-
-    def _functional_kwargs(self) -> dict[str, Any]:
-        if self.backend == "linformer":
-            return {}  # its projections are applied here; exact attention runs on the result
-        kw = {k: v for k, v in self.backend_kwargs.items() if k != "num_features"}
-        if self.backend == "linear" and kw.get("feature_map") == "favor":
-            kw["projection"] = self.favor_features
-        return kw
+        self._backend_state = spec.init_module(self, options) if spec.init_module else []
+        self.backend = backend
+        self.backend_kwargs = dict(backend_kwargs)
+        self._spec: Backend = spec
+        self._options = options
 
     # ------------------------------------------------------------------ projections
     def _project(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -198,23 +183,18 @@ class MultiHeadAttention(nn.Module):
             if bias is not None:
                 mask = _add_bias(mask, bias.to(q.dtype), q)
 
-        if self.backend == "linformer":
-            if causal:
-                raise ValueError(
-                    "linformer cannot be causal: its projection mixes all positions of K and V, "
-                    "so future tokens would leak; use backend 'sdpa', 'local' or 'linear'"
-                )
-            if kv_cache is not None:
-                raise ValueError("linformer does not support a KV cache")
-            k_all, v_all, mask = self._linformer_project(k_all, v_all, mask)
-
-        kw = self._functional_kwargs()
-        backend = "sdpa" if self.backend == "linformer" else self.backend
+        spec = self._spec
+        if kv_cache is not None and not spec.kv_cache:
+            raise ValueError(
+                f"backend {self.backend!r} does not support a KV cache; decode with sdpa, math, "
+                "local or linear"
+            )
         if self._attention_sink is not None:
             with torch.no_grad():
                 kv_heads_k = k_all.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
                 w = attention_weights(
-                    q, kv_heads_k, mask=mask, causal=causal, backend=backend, **kw
+                    q, kv_heads_k, mask=mask, causal=causal, backend=self.backend, module=self,
+                    **self._options,
                 )
             self._attention_sink.append(w.detach())
         out = attention(
@@ -224,8 +204,9 @@ class MultiHeadAttention(nn.Module):
             mask=mask,
             causal=causal,
             dropout_p=self.attn_drop.p if self.training else 0.0,
-            backend=backend,
-            **kw,
+            backend=self.backend,
+            module=self,
+            **self._options,
         )
         assert isinstance(out, Tensor)
         out = out.transpose(1, 2).reshape(x.shape[0], lq, self.dim)  # (B, Lq, dim)
@@ -236,31 +217,6 @@ class MultiHeadAttention(nn.Module):
             w, b = self.qkv.weight, self.qkv.bias
             return F.linear(x, w[: self.dim], None if b is None else b[: self.dim])
         return self.q_proj(x)
-
-    def _linformer_project(
-        self, k: Tensor, v: Tensor, mask: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Project K and V (B, H, Lk, D) along the sequence to (B, H, proj_dim, D)."""
-        lk = k.shape[2]
-        seq_len = self.linformer_e.shape[1]
-        if lk > seq_len:
-            raise ValueError(
-                f"linformer was built for seq_len={seq_len} but got {lk} keys; "
-                "rebuild it with a larger seq_len"
-            )
-        if mask is not None:
-            if mask.dtype != torch.bool or mask.dim() < 2 or mask.shape[-2] != 1:
-                raise ValueError(
-                    f"linformer supports only boolean key-padding masks (B, 1, 1, Lk); got "
-                    f"{mask.dtype} mask of shape {tuple(mask.shape)}"
-                )
-            keep = mask.transpose(-1, -2).to(k.dtype)  # (B, 1, Lk, 1)
-            k, v = k * keep, v * keep
-        e = self.linformer_e[:, :lk].to(k.dtype)
-        f = self.linformer_f[:, :lk].to(v.dtype)
-        k = torch.einsum("pl,bhld->bhpd", e, k)  # (B, H, proj_dim, D)
-        v = torch.einsum("pl,bhld->bhpd", f, v)
-        return k, v, None
 
 
 def _add_bias(mask: Tensor | None, bias: Tensor, q: Tensor) -> Tensor:
