@@ -871,6 +871,28 @@ def attention(
             f"MultiHeadAttention(dim, num_heads, backend={spec.name!r}, ...)"
         )
     options = spec.resolve_options(backend_kwargs)
+    return run_backend(
+        spec, q, k, v, options, mask=mask, causal=causal, dropout_p=dropout_p, scale=scale,
+        return_weights=return_weights, module=module,
+    )
+
+
+def run_backend(
+    spec: Backend,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    options: dict[str, Any],
+    *,
+    mask: Tensor | None = None,
+    causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    return_weights: bool = False,
+    module: nn.Module | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """``attention`` for a backend whose options are already checked (``resolve_options``):
+    what ``MultiHeadAttention`` calls on every forward, without re-validating its options."""
     check_supported(spec, causal=causal, dropout_p=dropout_p, mask=mask)
     k, v = _expand_kv_heads(q, k, v)
     s = _scale(q, scale)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import attention, attention_weights
+from .attention import attention_weights, run_backend
 from .config import AttentionConfig
 from .kv_cache import KVCache
 from .positional import AttentionPosition
@@ -197,16 +197,16 @@ class MultiHeadAttention(nn.Module):
                     **self._options,
                 )
             self._attention_sink.append(w.detach())
-        out = attention(
+        out = run_backend(
+            spec,
             q,
             k_all,
             v_all,
+            self._options,
             mask=mask,
             causal=causal,
             dropout_p=self.attn_drop.p if self.training else 0.0,
-            backend=self.backend,
             module=self,
-            **self._options,
         )
         assert isinstance(out, Tensor)
         out = out.transpose(1, 2).reshape(x.shape[0], lq, self.dim)  # (B, Lq, dim)
