@@ -62,11 +62,14 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """`nox -s bench -- core vit ...`: run the named benchmarks; they write results/<name>.json/.md.
+    """`nox -s bench -- forecast --jobs 2`: run the named benchmarks (results/<name>.json/.md).
 
-    With no names: core, vit, caption, forecast, recsys, audio and matrix in that order, then the
-    README's results section is rewritten from the result files (`nox -s bench -- readme` does
-    only that). Real datasets come from ATTNLAB_DATA_DIR; see each benchmarks/<name>.py.
+    Options after the names go to `python -m benchmarks` (`--jobs N`, `--threads T`,
+    `--scale full|tiny`, `--only TEXT`, `--reuse`, `--runs-dir DIR`; `-- --help` lists them).
+    With no names: core, every app's benchmark, matrix, then the README's results section is
+    rewritten from the result files (`nox -s bench -- readme` does only that). Real datasets
+    come from ATTNLAB_DATA_DIR; each benchmark is a list of `attnlab` commands in
+    benchmarks/<name>.py.
     """
     _install_project(session, "timm")  # matplotlib (matrix.png) comes with attnlab
     session.run("python", "-m", "benchmarks", *session.posargs)

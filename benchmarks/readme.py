@@ -3,9 +3,14 @@
 ``python -m benchmarks readme`` (and a bare ``python -m benchmarks``, after every benchmark)
 replaces what lies between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md;
 nothing outside the markers changes, and running it twice gives the same file. Each benchmark
-gets its headline numbers, the command that produced them, the machine they ran on (from the
+gets its headline numbers, the commands that produced them, the machine they ran on (from the
 json's environment header) and the published anchors with their protocol; a benchmark without a
 results file says "not run yet" and gives its command.
+
+Two shapes of result file are read: the runner's (``"format": 2``, written by
+``benchmarks.runner.run_benchmark``: the headline comes from the module's ``BENCHMARK.headline``,
+the commands from each run's ``command``), and the older per-benchmark files (``core``,
+``matrix`` and results not yet re-run), summarized by the functions below.
 """
 
 from __future__ import annotations
@@ -17,11 +22,108 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import benchmarks
 from benchmarks.common import RESULTS_DIR, ROOT
+from benchmarks.runner import FORMAT
 
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"
-ORDER = ("core", "vit", "caption", "forecast", "recsys", "audio", "matrix")
+
+
+def order(results_dir: Path | None = None) -> list[str]:
+    """The benchmarks in run order (``benchmarks.names()``), then any other result file's."""
+    names = benchmarks.names()
+    if results_dir is not None and results_dir.is_dir():
+        names += sorted(
+            p.stem for p in results_dir.glob("*.json") if p.stem not in names and _is_new(p)
+        )
+    return names
+
+
+def _is_new(path: Path) -> bool:
+    try:
+        return _new_shape(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return False
+
+
+def _new_shape(data: Any) -> bool:
+    return isinstance(data, Mapping) and data.get("format") == FORMAT
+
+
+# --------------------------------------------------------------------------------------------
+# result files written by benchmarks.runner
+# --------------------------------------------------------------------------------------------
+
+
+def _live_headline(name: str, data: Mapping[str, Any]) -> str | None:
+    """The module's ``BENCHMARK.headline`` on the payload (so a reworded headline needs no
+    re-run); the line stored in the json where the module is gone or cannot say it."""
+    payload = data.get("payload")
+    try:
+        spec = getattr(benchmarks.load(name), "BENCHMARK", None)
+        if spec is not None and spec.headline is not None and payload is not None:
+            return str(spec.headline(payload))
+    except Exception:  # an old payload the new code cannot read: the stored line stands
+        pass
+    stored = data.get("headline")
+    return str(stored) if stored else None
+
+
+def _anchor_text(anchor: Mapping[str, Any], *, full: bool) -> str:
+    text = f"{anchor.get('what', '?')}: {anchor.get('value', '?')}"
+    if not full:
+        return text
+    extra = "; ".join(str(anchor[k]) for k in ("protocol", "source") if anchor.get(k))
+    return f"{text} ({extra})" if extra else text
+
+
+def _new_row(name: str, data: Mapping[str, Any]) -> tuple[str, str]:
+    runs = data.get("runs") or []
+    ok = sum(1 for r in runs if r.get("status") == "ok")
+    ours = _live_headline(name, data) or f"{ok} of {len(runs)} runs completed"
+    if not data.get("complete", True):
+        ours += f" (partial: {ok} of {len(runs)} runs)"
+    anchors = list(data.get("anchors") or [])
+    against = _anchor_text(anchors[0], full=False) if anchors else ""
+    if len(anchors) > 1:
+        against += f" (and {len(anchors) - 1} more)"
+    return ours, against
+
+
+def _new_section(name: str, data: Mapping[str, Any], link: str) -> list[str]:
+    runs = list(data.get("runs") or [])
+    ok = [r for r in runs if r.get("status") == "ok"]
+    lines = [f"### {name}", ""]
+    headline = _live_headline(name, data)
+    title = data.get("title") or name
+    lines.append(f"- {title}" + (f": {headline}" if headline else ""))
+    if not data.get("complete", True):
+        lines.append(f"- partial: {len(ok)} of {len(runs)} runs completed")
+    threads = data.get("threads", 1)
+    lines.append(
+        f"- commands (one process each, `OMP_NUM_THREADS={threads}`; every row of {link} "
+        "names its own):"
+    )
+    for r in runs:
+        note = "" if r.get("status") == "ok" else f" ({r.get('status')}: {r.get('note', '')})"
+        lines.append(f"  - `{r.get('command', '?')}`{note}")
+    env = dict(data.get("environment") or {})
+    env["torch_num_threads"] = threads  # the runs' threads, not the launching process's
+    lines += [
+        f"- all of them: `{data.get('command') or f'nox -s bench -- {name}'}`",
+        f"- machine: {_machine(env)}",
+    ]
+    anchors = list(data.get("anchors") or [])
+    if anchors:
+        lines.append("- anchors beside ours (protocol):")
+        lines += [f"  - {_anchor_text(a, full=True)}" for a in anchors]
+    return [*lines, ""]
+
+
+# --------------------------------------------------------------------------------------------
+# the older, per-benchmark result files
+# --------------------------------------------------------------------------------------------
 
 # Anchors for benchmarks whose json does not carry them (their markdown states the same).
 STATIC_ANCHORS: dict[str, list[str]] = {
@@ -292,14 +394,15 @@ ROWS: dict[str, Callable[[Mapping[str, Any]], tuple[str, str]]] = {
 def summary_table(results_dir: Path) -> list[str]:
     """The table that opens the section: one row per benchmark."""
     lines = ["| benchmark | ours | measured against |", "| :--- | :--- | :--- |"]
-    for name in ORDER:
+    for name in order(results_dir):
         path = results_dir / f"{name}.json"
         link = f"[{name}](#{name})"
         if not path.is_file():
             lines.append(f"| {link} | not run yet | |")
             continue
         try:
-            ours, against = ROWS[name](json.loads(path.read_text(encoding="utf-8")))
+            data = json.loads(path.read_text(encoding="utf-8"))
+            ours, against = _new_row(name, data) if _new_shape(data) else ROWS[name](data)
         except (KeyError, TypeError, ValueError, AttributeError, StopIteration):
             ours, against = f"see [`results/{name}.md`](results/{name}.md)", ""
         lines.append(f"| {link} | {ours} | {against} |".replace("|  |", "| |"))
@@ -330,6 +433,8 @@ def benchmark_section(name: str, results_dir: Path) -> list[str]:
     link = f"[`results/{name}.md`](results/{name}.md)"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        if _new_shape(data):
+            return _new_section(name, data, link)
         headline = HEADLINES[name](data)
         anchors = ANCHORS[name](data) if name in ANCHORS else list(STATIC_ANCHORS.get(name, []))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -363,7 +468,7 @@ def render(results_dir: Path) -> str:
         "",
         *summary_table(results_dir),
     ]
-    for name in ORDER:
+    for name in order(results_dir):
         lines += benchmark_section(name, results_dir)
     return "\n".join(lines)
 

@@ -1,0 +1,652 @@
+"""One path from a config to a published number: a benchmark is a list of ``attnlab`` commands.
+
+A benchmark module ``benchmarks/<name>.py`` defines ``BENCHMARK = Benchmark(...)``: which runs
+to make (``runs(scale)``, each a :class:`Run`, i.e. one ``attnlab <app> fit`` command line) and
+how to turn the finished run folders into a table (``tabulate``). This module runs them:
+
+* every :class:`Run` is its own process, ``python -m attnlab.cli <app> fit ... --run_dir
+  <runs_root>/<benchmark>/<scale>/<run name>``, with ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set
+  to ``threads``; ``jobs`` of them at once; each one's output goes to ``<run folder>.log``;
+* what a run measured is read back from its folder only (``metrics.json``, ``manifest.json``,
+  ``metrics.csv``), so a number in ``results/`` is exactly what ``Run.command()`` prints, typed by
+  hand, gives;
+* ``reuse=True`` keeps a run whose folder already holds a completed run of the same command and
+  threads (recorded in ``bench.json`` in the folder), so a long benchmark can be resumed or
+  assembled over several sittings;
+* a failed run is reported (name, return code, last lines of its log); the others are still
+  tabulated and written, and :func:`run_benchmark` then raises :class:`BenchmarkFailed`.
+
+The results file (``results/<name>.json``) holds the environment, the settings, every run's
+command, labels, budget, how it stopped and what it measured (paths relative, never this
+machine's), and the tabulated payload; ``results/<name>.md`` the markdown body, a table of
+every run with its command, the published anchors and the environment.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    RESULTS_DIR,
+    ROOT,
+    environment,
+    environment_markdown,
+    markdown_table,
+    write_results,
+)
+
+__all__ = [
+    "DEFAULT_RUNS_ROOT",
+    "SCALES",
+    "Benchmark",
+    "BenchmarkFailed",
+    "Run",
+    "RunResult",
+    "command_cell",
+    "execute",
+    "results_table",
+    "run_benchmark",
+]
+
+SCALES = ("full", "tiny")
+DEFAULT_RUNS_ROOT = ROOT / "runs" / "bench"
+FORMAT = 2  # results/<name>.json written by this module (the older, per-benchmark files have none)
+STAMP = "bench.json"  # in a run folder: the command and threads that completed it
+LOG_TAIL_LINES = 30
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+
+
+# --------------------------------------------------------------------------------------------
+# what a benchmark is
+# --------------------------------------------------------------------------------------------
+
+
+def _number(value: float) -> str:
+    """480.0 -> '480', 0.5 -> '0.5' (a budget as it is typed on a command line)."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ``attnlab <app> fit`` command: the unit a benchmark is made of.
+
+    ``name`` is unique within its benchmark and names the run folder; ``labels`` are what the
+    benchmark's table groups and prints by (model, horizon, dataset); ``needs_data`` runs are
+    skipped, with a note, when ``ATTNLAB_DATA_DIR`` is not a folder.
+    """
+
+    name: str
+    app: str
+    configs: tuple[str, ...]
+    overrides: tuple[str, ...] = ()
+    budget: Mapping[str, float] = field(default_factory=dict)
+    seed: int = 42
+    needs_data: bool = False
+    labels: Mapping[str, Any] = field(default_factory=dict)
+    # The command may refuse this combination (exit 1, one ``error:`` line): recorded as
+    # ``refused`` with that line and tabulated, not a failure (the variant matrix tries them all).
+    may_refuse: bool = False
+
+    def __post_init__(self) -> None:
+        if not _NAME_OK.match(self.name):
+            raise ValueError(
+                f"run name {self.name!r}: use letters, digits and . _ = + - only (it names a folder)"
+            )
+        for key in ("configs", "overrides"):
+            value = getattr(self, key)
+            if isinstance(value, str):
+                raise ValueError(
+                    f"run {self.name!r}: {key} must be a tuple of strings, got {value!r}"
+                )
+            object.__setattr__(self, key, tuple(value))
+
+    def argv(self) -> list[str]:
+        """The arguments after ``attnlab`` (the run folder is not one of them)."""
+        args = [self.app, "fit"]
+        for config in self.configs:
+            args += ["--config", config]
+        args += list(self.overrides)
+        args += [f"--budget.{key}={_number(value)}" for key, value in self.budget.items()]
+        args.append(f"--seed_everything={self.seed}")
+        return args
+
+    def command(self) -> str:
+        """What reproduces this run by hand (it writes to the default ``runs/<app>/<time>``)."""
+        return shlex.join(["attnlab", *self.argv()])
+
+
+@dataclass
+class RunResult:
+    """A finished (or failed, or skipped) run, read back from its folder.
+
+    ``status`` is ``ok``, ``failed`` or ``skipped`` (``note`` says why); ``reused`` marks a run
+    taken from an earlier sitting (``--reuse``).
+    """
+
+    run: Run
+    run_dir: Path
+    metrics: dict[str, Any]
+    manifest: dict[str, Any]
+    epochs: list[dict[str, Any]]
+    returncode: int
+    log_tail: str
+    status: str = "ok"
+    note: str = ""
+    wall_s: float = 0.0
+    reused: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def train(self) -> dict[str, Any]:
+        """metrics.json's ``train`` block (cpu_s, wall_s, steps, samples, epochs, ...), if any."""
+        return dict(self.metrics.get("train") or {})
+
+    @property
+    def stopped_by(self) -> str | None:
+        return self.metrics.get("stopped_by")
+
+    def metric(self, key: str, default: Any = None) -> Any:
+        """A metric by its logged name (``test/mse``): from the test block, else the best
+        validation epoch, else the last logged values."""
+        for section in ("test", "best", "last"):
+            values = self.metrics.get(section) or {}
+            if key in values:
+                return values[key]
+        return default
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A named list of runs and how to tabulate them.
+
+    ``runs(scale)``: ``"full"`` gives the published runs, ``"tiny"`` a few CPU seconds each on
+    built-in data (the tests run it). ``tabulate(results)`` gets the runs that completed (and those refused by a ``may_refuse`` run) and
+    returns ``(json payload, markdown body)``; it must read nothing but the results (their run
+    folders). ``headline(payload)`` is the README's one-line summary; ``anchors`` are published
+    numbers ``{"what", "value", "protocol", "source"}``.
+    """
+
+    name: str
+    title: str
+    runs: Callable[[str], list[Run]]
+    tabulate: Callable[[list[RunResult]], tuple[dict[str, Any], str]]
+    headline: Callable[[dict[str, Any]], str] | None = None
+    anchors: tuple[dict[str, Any], ...] = ()
+    default_jobs: int = 1
+
+    def planned(self, scale: str = "full") -> list[Run]:
+        """``runs(scale)``, checked: a known scale, at least one run, unique names."""
+        if scale not in SCALES:
+            raise ValueError(f"scale {scale!r}: use one of {', '.join(SCALES)}")
+        runs = list(self.runs(scale))
+        names = [r.name for r in runs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"benchmark {self.name!r}: run names used twice: {', '.join(dupes)}")
+        return runs
+
+
+class BenchmarkFailed(RuntimeError):
+    """Some runs failed; the results of the others were written."""
+
+    def __init__(self, name: str, failed: Sequence[RunResult]):
+        self.failed = list(failed)
+        super().__init__(
+            f"benchmark {name}: {len(self.failed)} run(s) failed: "
+            + ", ".join(f"{r.run.name} (exit {r.returncode})" for r in self.failed)
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# running
+# --------------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _value(text: str | None) -> Any:
+    if text is None or text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _read_epochs(path: Path) -> list[dict[str, Any]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return [{k: _value(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    except OSError:
+        return []
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _stamp(run: Run, threads: int) -> dict[str, Any]:
+    return {"command": run.command(), "threads": threads}
+
+
+def _completed(run_dir: Path) -> bool:
+    status = _read_json(run_dir / "manifest.json").get("status", "completed")
+    return (run_dir / "metrics.json").is_file() and status == "completed"
+
+
+def _reusable(run: Run, run_dir: Path, threads: int) -> bool:
+    stamp = _read_json(run_dir / STAMP)
+    return (
+        _completed(run_dir)
+        and stamp.get("command") == run.command()
+        and stamp.get("threads") == threads
+    )
+
+
+def _collect(run: Run, run_dir: Path, **kw: Any) -> RunResult:
+    log = run_dir.with_name(run_dir.name + ".log")
+    return RunResult(
+        run=run,
+        run_dir=run_dir,
+        metrics=_read_json(run_dir / "metrics.json"),
+        manifest=_read_json(run_dir / "manifest.json"),
+        epochs=_read_epochs(run_dir / "metrics.csv"),
+        log_tail=_tail(log),
+        **kw,
+    )
+
+
+def _skipped(run: Run, run_dir: Path, note: str) -> RunResult:
+    return RunResult(run, run_dir, {}, {}, [], 0, "", status="skipped", note=note)
+
+
+def _data_missing() -> str:
+    folder = os.environ.get("ATTNLAB_DATA_DIR", "")
+    if not folder:
+        return "needs ATTNLAB_DATA_DIR (the folder holding the real datasets), not set"
+    if not Path(folder).is_dir():
+        return "ATTNLAB_DATA_DIR is not a folder"
+    return ""
+
+
+def _execute_one(run: Run, run_dir: Path, threads: int, say: Callable[[str], None]) -> RunResult:
+    """Run one command into an empty ``run_dir``, its output into ``<run_dir>.log``."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir.with_name(run_dir.name + ".log")
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "attnlab.cli", *run.argv(), "--run_dir", str(run_dir)]
+    say(f"start {run.name}: {run.command()}")
+    start = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write(f"$ {shlex.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.run(
+            cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+    wall = time.perf_counter() - start
+    if proc.returncode == 0 and _completed(run_dir):
+        (run_dir / STAMP).write_text(
+            json.dumps({**_stamp(run, threads), "wall_s": round(wall, 1)}, indent=2) + "\n",
+            encoding="utf-8",
+        )
+        say(f"done  {run.name} in {wall:.0f} s")
+        return _collect(run, run_dir, returncode=0, wall_s=wall)
+    note = (
+        f"exit code {proc.returncode}"
+        if proc.returncode
+        else "exit code 0 but no completed metrics.json in the run folder"
+    )
+    result = _collect(run, run_dir, returncode=proc.returncode or 1, status="failed", note=note)
+    result.wall_s = wall
+    last = result.log_tail.splitlines()[-5:]
+    say(
+        f"FAILED {run.name} ({note}) after {wall:.0f} s; log {log_path}:\n    "
+        + "\n    ".join(last)
+    )
+    return result
+
+
+def execute(
+    bench: Benchmark,
+    *,
+    scale: str = "full",
+    jobs: int = 1,
+    threads: int = 1,
+    runs_root: Path,
+    only: str | None = None,
+    reuse: bool = False,
+) -> list[RunResult]:
+    """Run the benchmark's runs (``jobs`` processes at once, ``threads`` threads each) and read
+    back every run folder; one :class:`RunResult` per planned run, in the planned order.
+
+    ``only`` keeps the runs whose name contains it; the others are skipped (with ``reuse``, one
+    whose folder already holds the same completed command is read back instead). ``reuse``
+    keeps such runs rather than running them again.
+    """
+    if jobs < 1 or threads < 1:
+        raise ValueError(f"jobs and threads must be at least 1, got jobs={jobs}, threads={threads}")
+    runs = bench.planned(scale)
+    folder = Path(runs_root) / bench.name / scale
+    lock = threading.Lock()
+
+    def say(msg: str) -> None:
+        with lock:
+            print(f"[{bench.name}] {msg}", flush=True)
+
+    results: dict[str, RunResult] = {}
+    todo: list[Run] = []
+    for run in runs:
+        run_dir = folder / run.name
+        selected = only is None or only in run.name
+        if reuse and _reusable(run, run_dir, threads):
+            wall = float(_read_json(run_dir / STAMP).get("wall_s") or 0.0)
+            results[run.name] = _collect(run, run_dir, returncode=0, reused=True, wall_s=wall)
+            say(f"reuse {run.name} (completed earlier: {run_dir})")
+        elif not selected:
+            results[run.name] = _skipped(run, run_dir, f"not selected by --only {only!r}")
+        elif run.needs_data and _data_missing():
+            results[run.name] = _skipped(run, run_dir, _data_missing())
+            say(f"skip  {run.name}: {_data_missing()}")
+        else:
+            todo.append(run)
+    if todo:
+        say(
+            f"{len(todo)} run(s), {jobs} at a time, {threads} thread(s) each, folders under {folder}"
+        )
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {
+                run.name: pool.submit(_execute_one, run, folder / run.name, threads, say)
+                for run in todo
+            }
+            for name, future in futures.items():
+                results[name] = future.result()
+    return [results[run.name] for run in runs]
+
+
+# --------------------------------------------------------------------------------------------
+# tabulating helpers for benchmark modules
+# --------------------------------------------------------------------------------------------
+
+
+def command_cell(result: RunResult | Run) -> str:
+    """The run's command as a markdown code span (for a table's ``command`` column)."""
+    run = result.run if isinstance(result, RunResult) else result
+    return f"`{run.command()}`"
+
+
+def results_table(
+    results: Iterable[RunResult],
+    columns: Mapping[str, Callable[[RunResult], Any]],
+    align: Sequence[str] | None = None,
+) -> str:
+    """A markdown table with one row per result and the given columns, then a ``command``
+    column, so every row names the command that produced it."""
+    headers = [*columns, "command"]
+    rows = [[fn(r) for fn in columns.values()] + [command_cell(r)] for r in results]
+    return markdown_table(headers, rows, [*(align or ["l"] * len(columns)), "l"])
+
+
+# --------------------------------------------------------------------------------------------
+# results files
+# --------------------------------------------------------------------------------------------
+
+
+def _portable(value: Any, replace: Sequence[tuple[str, str]]) -> Any:
+    """``value`` with every absolute path in ``replace`` rewritten (longest first) and NaN or
+    infinite numbers as None (the results are strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str):
+        for old, new in replace:
+            value = value.replace(old, new)
+        return value
+    if isinstance(value, Mapping):
+        return {k: _portable(v, replace) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_portable(v, replace) for v in value]
+    return value
+
+
+def _shown(path: Path, runs_root: Path) -> str:
+    """A path as the results show it: relative to the checkout, else to the runs folder."""
+    path = path.resolve()
+    for base, prefix in ((ROOT, ""), (runs_root.resolve(), "<runs-dir>/")):
+        try:
+            rel = path.relative_to(base).as_posix()
+        except ValueError:
+            continue
+        return (prefix + rel).removesuffix("/.") if rel == "." and prefix else prefix + rel
+    return path.name
+
+
+MANIFEST_KEYS = ("git_commit", "versions", "device", "threads", "start_time", "end_time", "status")
+
+
+def _run_record(result: RunResult, runs_root: Path) -> dict[str, Any]:
+    run, shown = result.run, _shown(result.run_dir, runs_root)
+    replace = sorted(
+        {
+            (str(result.run_dir.resolve()), shown),
+            (str(result.run_dir), shown),
+            (str(runs_root.resolve()), _shown(runs_root, runs_root) or "."),
+            (str(ROOT) + os.sep, ""),
+            (str(ROOT), "."),
+        },
+        key=lambda pair: -len(pair[0]),
+    )
+    record: dict[str, Any] = {
+        "name": run.name,
+        "app": run.app,
+        "command": run.command(),
+        "labels": dict(run.labels),
+        "budget": dict(run.budget),
+        "seed": run.seed,
+        "status": result.status,
+        "returncode": result.returncode,
+        "reused": result.reused,
+        "run_dir": shown,
+        "wall_s": round(result.wall_s, 1),
+        "stopped_by": result.stopped_by,
+        "train": result.train or None,
+        "metrics": result.metrics,
+        "manifest": {k: result.manifest[k] for k in MANIFEST_KEYS if k in result.manifest},
+    }
+    if result.note:
+        record["note"] = result.note
+    if result.status == "failed":
+        record["log_tail"] = result.log_tail.splitlines()[-10:]
+    return _portable(record, replace)
+
+
+def bench_command(name: str, scale: str, jobs: int, threads: int, only: str | None) -> str:
+    """The command that runs the whole benchmark as it ran."""
+    args = ["nox", "-s", "bench", "--", name, "--jobs", str(jobs), "--threads", str(threads)]
+    if scale != "full":
+        args += ["--scale", scale]
+    if only:
+        args += ["--only", only]
+    return shlex.join(args)
+
+
+def _anchor_line(anchor: Mapping[str, Any]) -> str:
+    text = f"{anchor.get('what', '?')}: {anchor.get('value', '?')}"
+    extra = "; ".join(str(anchor[k]) for k in ("protocol", "source") if anchor.get(k))
+    return f"{text} ({extra})" if extra else text
+
+
+def _runs_markdown(results: Sequence[RunResult], threads: int) -> str:
+    def num(x: Any) -> str:
+        if x is None:
+            return ""
+        x = float(x)
+        return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 1 else f"{x:.2f}"
+
+    rows = []
+    for r in results:
+        status = r.status + (" (reused)" if r.reused else "")
+        rows.append(
+            [
+                r.run.name,
+                status if r.ok else f"{status}: {r.note}",
+                r.stopped_by or "",
+                num(r.train.get("cpu_s")),
+                num(r.train.get("steps")),
+                num(r.wall_s or r.train.get("wall_s")),
+                command_cell(r),
+            ]
+        )
+    table = markdown_table(
+        ["run", "status", "stopped by", "train CPU s", "steps", "wall s", "command"],
+        rows,
+        ["l", "l", "l", "r", "r", "r", "l"],
+    )
+    intro = (
+        f"Each run is one process started with `OMP_NUM_THREADS={threads} "
+        f"MKL_NUM_THREADS={threads}`; the command reproduces it by hand."
+    )
+    return f"{intro}\n\n{table}"
+
+
+def _refusal(result: RunResult) -> str | None:
+    """The command's one ``error:`` line when it refused the run cleanly (exit 1), else None."""
+    if result.returncode != 1:
+        return None
+    errors = [line for line in result.log_tail.splitlines() if line.startswith("error: ")]
+    return errors[-1][len("error: ") :] if len(errors) == 1 else None
+
+
+def run_benchmark(
+    bench: Benchmark,
+    *,
+    scale: str = "full",
+    jobs: int | None = None,
+    threads: int = 1,
+    runs_root: Path | None = None,
+    only: str | None = None,
+    reuse: bool = False,
+    results_dir: Path | None = None,
+) -> Path:
+    """Execute, tabulate and write ``<name>.json`` and ``<name>.md``; returns the json's path.
+
+    The published scale writes to ``results/`` (``ATTNLAB_BENCH_RESULTS_DIR`` elsewhere);
+    another scale next to its run folders, so a quick check never replaces published numbers.
+    Raises :class:`BenchmarkFailed` after writing when a run failed.
+    """
+    runs_root = Path(runs_root or DEFAULT_RUNS_ROOT)
+    jobs = jobs or bench.default_jobs
+    if results_dir is None:
+        results_dir = RESULTS_DIR if scale == "full" else runs_root / bench.name / scale
+    env = environment()
+    start = time.perf_counter()
+    results = execute(
+        bench, scale=scale, jobs=jobs, threads=threads, runs_root=runs_root, only=only, reuse=reuse
+    )
+    for r in results:
+        line = _refusal(r) if r.status == "failed" and r.run.may_refuse else None
+        if line:
+            r.status, r.note = "refused", line
+    done = [r for r in results if r.ok]
+    refused = [r for r in results if r.status == "refused"]
+    failed = [r for r in results if r.status == "failed"]
+    skipped = [r for r in results if r.status == "skipped"]
+    payload: dict[str, Any] | None = None
+    body, error = "", None
+    if done:
+        try:
+            payload, body = bench.tabulate(done + refused)
+        except Exception as exc:  # the run records are still worth writing
+            error = f"{type(exc).__name__}: {exc}"
+            body = f"Tabulating the runs failed: {error}."
+    else:
+        body = "No run completed."
+    headline = None
+    if payload is not None and bench.headline is not None:
+        try:
+            headline = bench.headline(payload)
+        except Exception as exc:
+            error = f"headline: {type(exc).__name__}: {exc}"
+    command = bench_command(bench.name, scale, jobs, threads, only)
+    data: dict[str, Any] = {
+        "format": FORMAT,
+        "benchmark": bench.name,
+        "title": bench.title,
+        "scale": scale,
+        "jobs": jobs,
+        "threads": threads,
+        "only": only,
+        "command": command,
+        "complete": len(done) + len(refused) == len(results),
+        "elapsed_s": round(time.perf_counter() - start, 1),
+        "environment": env,
+        "anchors": [dict(a) for a in bench.anchors],
+        "runs": [_run_record(r, runs_root) for r in results],
+        "payload": payload,
+        "headline": headline,
+    }
+    if error:
+        data["tabulate_error"] = error
+    sections = [
+        f"# {bench.title}",
+        f"`{command}` ({scale} scale; {jobs} run(s) at a time, {threads} thread(s) each; "
+        f"{len(done)} of {len(results)} runs completed"
+        + (f", {len(skipped)} skipped" if skipped else "")
+        + (f", {len(failed)} failed" if failed else "")
+        + ").",
+    ]
+    if headline:
+        sections.append(f"**{headline}**")
+    sections += [body.strip(), "## Runs", _runs_markdown(results, threads)]
+    if failed:
+        sections.append("## Failed runs")
+        for r in failed:
+            sections.append(
+                f"`{r.run.name}`: {r.note}; last lines of its log:\n\n```\n"
+                + "\n".join(r.log_tail.splitlines()[-10:])
+                + "\n```"
+            )
+    if bench.anchors:
+        sections.append("## Published anchors")
+        sections.append("\n".join(f"- {_anchor_line(a)}" for a in bench.anchors))
+    sections += ["## Environment", environment_markdown(env)]
+    markdown = "\n\n".join(s for s in sections if s)
+    replace = [(str(runs_root.resolve()), _shown(runs_root, runs_root)), (str(ROOT) + os.sep, "")]
+    data, markdown = _portable(data, replace), _portable(markdown, replace)
+    json_path, md_path = write_results(bench.name, data, markdown, results_dir)
+    print(f"[{bench.name}] wrote {json_path} and {md_path.name}", flush=True)
+    if failed:
+        raise BenchmarkFailed(bench.name, failed)
+    if error:
+        raise RuntimeError(f"benchmark {bench.name}: {error} (the run records were written)")
+    return json_path
