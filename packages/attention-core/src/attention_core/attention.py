@@ -800,7 +800,6 @@ def _register_builtins() -> None:
             causal=False,
             masks="key_padding",
             kv_cache=False,
-            cross=False,
             learned=True,
             init_module=_init_linformer,
         ),

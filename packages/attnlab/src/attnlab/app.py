@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from .atlas import Panel
 
-__all__ = ["ENTRY_POINT_GROUP", "App", "FigureContext", "get_app", "load_apps"]
+__all__ = ["ENTRY_POINT_GROUP", "App", "MatrixDomain", "FigureContext", "get_app", "load_apps"]
 
 ENTRY_POINT_GROUP = "attnlab.apps"
 
@@ -48,6 +48,30 @@ class FigureContext:
 
 DrawFn = Callable[[FigureContext], "Sequence[tuple[str, Figure]]"]
 AtlasFn = Callable[[FigureContext], "Sequence[Panel]"]
+
+
+@dataclass(frozen=True)
+class MatrixDomain:
+    """How the variant matrix (``benchmarks/matrix.py``) runs an app's default model.
+
+    ``config`` on the real data when ``data`` (a path under ``ATTNLAB_DATA_DIR``) exists, else
+    ``quick``; ``overrides`` pick the default attention model where the config has several;
+    ``budget_cpu_s``: CPU seconds per variant, at which the default reaches at least 90 % of its
+    full-budget quality (say where that was measured); ``window``: the ``local`` variant's window;
+    ``metric``/``mode``: the test metric and whether higher (max) or lower (min) is better;
+    ``default_pos``: the model's own position scheme (its variant is the sdpa row).
+    """
+
+    config: str
+    data: str | None
+    label: str
+    fallback_label: str
+    metric: str
+    mode: str
+    budget_cpu_s: float
+    window: int
+    default_pos: str = "learned"
+    overrides: tuple[str, ...] = ()
 
 
 @dataclass
@@ -72,6 +96,9 @@ class App:
     description: str = ""
     figure_layers: Sequence[int | str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Where the app comes in lists other tools make (README tables, benchmarks): ascending.
+    bench_order: int = 100
+    matrix: MatrixDomain | None = None
 
     def __post_init__(self) -> None:
         self.config_dir = Path(self.config_dir)
@@ -84,6 +111,49 @@ class App:
 
     def configs(self) -> list[Path]:
         return sorted(self.config_dir.glob("*.yaml"))
+
+    def build(
+        self, configs: Sequence[str] = ("quick",), overrides: Sequence[str] = ()
+    ) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+        """The module and datamodule `fit` would train, without a trainer or a run folder.
+
+        ``configs`` are resolved like ``--config`` (a name among the app's configs and the
+        trainer presets, or a path); ``overrides`` are command-line arguments, e.g.
+        ``["--model.lr=3e-4", "--data.batch_size", "8"]``. Parsed by the same LightningCLI
+        parser as `fit` (seeded like it, ``--seed_everything`` included); the data is then
+        prepared and set up for fit and the module configured from it
+        (``configure_from_data``). A bad argument is a ``ValueError``.
+        """
+        import warnings
+
+        from .cli import AttnlabCLI, _preprocess
+
+        if isinstance(configs, str) or isinstance(overrides, str):
+            raise ValueError(
+                f"configs and overrides are sequences of strings, got {configs!r}, {overrides!r}"
+            )
+        argv = [a for name in configs for a in ("--config", str(name))] + list(overrides)
+        try:
+            args = ["fit", *_preprocess(self, argv)]
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+                cli = AttnlabCLI(self, args, build_only=True)
+        except SystemExit as exc:  # a config name that is not there
+            raise ValueError(str(exc.code).removeprefix("error: ")) from None
+        except Exception as exc:
+            from jsonargparse import ArgumentError
+
+            if isinstance(exc, ArgumentError):
+                message = " ".join(str(exc).split())
+                raise ValueError(f"attnlab {self.name} build: {message}") from None
+            raise
+        module, datamodule = cli.model, cli.datamodule
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        configure = getattr(module, "configure_from_data", None)
+        if callable(configure):
+            configure(datamodule)
+        return module, datamodule
 
 
 def load_apps() -> dict[str, App]:

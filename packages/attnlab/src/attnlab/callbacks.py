@@ -46,11 +46,20 @@ class NonFiniteLossError(RuntimeError):
 class RunArtifacts(pl.Callback):
     """Writes ``manifest.json`` and ``metrics.csv`` (one row per epoch) into the run folder."""
 
-    def __init__(self, run_dir: Path, app: str, subcommand: str, seed: int | None):
+    def __init__(
+        self,
+        run_dir: Path,
+        app: str,
+        subcommand: str,
+        seed: int | None,
+        manifest_extra: dict[str, Any] | None = None,
+    ):
         self.run_dir = Path(run_dir)
         self.app = app
         self.subcommand = subcommand
         self.seed = seed
+        # Fields the command adds to the manifest at the start (fit: the budget).
+        self.manifest_extra = dict(manifest_extra or {})
         self.table = EpochTable(self.run_dir / "metrics.csv")
 
     @property
@@ -61,6 +70,7 @@ class RunArtifacts(pl.Callback):
         if self.manifest_path.exists():
             manifest = read_json(self.manifest_path)
             manifest.setdefault("resumed", []).append({"at": now_iso(), "command": command_line()})
+            manifest.update(self.manifest_extra)
             return manifest
         return {
             "app": self.app,
@@ -78,6 +88,7 @@ class RunArtifacts(pl.Callback):
             "start_time": now_iso(),
             "end_time": None,
             "status": "running",
+            **self.manifest_extra,
         }
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -89,6 +100,14 @@ class RunArtifacts(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # After a resume, rows of epochs that will be trained again are dropped.
         self.table.keep_before(trainer.current_epoch)
+        if trainer.is_global_zero and hasattr(self, "manifest"):
+            # Counted here, after the module learned its sizes from the data (configure_from_data).
+            params = list(pl_module.parameters())
+            self.manifest["num_parameters"] = sum(p.numel() for p in params)
+            self.manifest["num_trainable_parameters"] = sum(
+                p.numel() for p in params if p.requires_grad
+            )
+            write_json(self.manifest_path, self.manifest)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -99,6 +118,13 @@ class RunArtifacts(pl.Callback):
             if number is not None:
                 row[name] = number
         row["time"] = round(time.time(), 3)
+        from .budget import Budget
+
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]
+            if isinstance(callback, Budget):
+                # Training CPU and wall seconds so far: curves of quality against compute.
+                cpu, wall = callback.used()
+                row["train_cpu_s"], row["train_wall_s"] = round(cpu, 3), round(wall, 3)
         self.table.add(row)
 
     def finish(self, status: str, **extra: Any) -> None:
@@ -110,8 +136,22 @@ class RunArtifacts(pl.Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        if trainer.is_global_zero:
-            self.finish(f"failed: {type(exception).__name__}: {exception}")
+        if not trainer.is_global_zero:
+            return
+        from .budget import Budget
+
+        extra: dict[str, Any] = {}
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]
+            if isinstance(callback, Budget):
+                callback.finish(trainer)
+                extra["train"] = callback.summary()
+        if isinstance(exception, NonFiniteLossError):
+            extra["stopped_by"] = "nonfinite_loss"
+        elif isinstance(exception, KeyboardInterrupt):
+            extra["stopped_by"] = "interrupted"
+        elif "train" in extra:
+            extra["stopped_by"] = "error"
+        self.finish(f"failed: {type(exception).__name__}: {exception}", **extra)
 
 
 def _device_name(trainer: pl.Trainer) -> str:

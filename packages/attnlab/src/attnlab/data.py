@@ -84,12 +84,28 @@ class AttnlabDataModule(pl.LightningDataModule):
     run resumed from a checkpoint sees the same order of batches as an uninterrupted one).
 
     Subclasses set ``self.train_set``/``val_set``/``test_set``/``predict_set`` in ``setup`` and may
-    pass a ``collate_fn``. ``has_test_split`` tells `fit` whether to test the best checkpoint.
+    pass a ``collate_fn``. ``eval_batch_size`` (default: ``batch_size``) is the batch size of the
+    validation, test and predict loaders; a subclass forwards it to ``super().__init__``. ``has_test_split`` tells `fit` whether to test the best checkpoint.
     """
 
-    def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0):
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        seed: int = 0,
+        eval_batch_size: int | None = None,
+    ):
         super().__init__()
+        if eval_batch_size is not None and (
+            isinstance(eval_batch_size, bool) or eval_batch_size < 1
+        ):
+            raise ValueError(
+                f"--data.eval_batch_size must be a positive integer, got {eval_batch_size!r}"
+            )
         self.batch_size = batch_size
+        # Validation, test and predict loaders: no gradients to hold, so they can take bigger
+        # batches than training (None: the training batch size).
+        self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.seed = seed
         self.train_set: Dataset[Any] | None = None
@@ -125,9 +141,13 @@ class AttnlabDataModule(pl.LightningDataModule):
         if dataset is None:
             raise ValueError(f"{type(self).__name__} has no {stage} data; check its setup()")
         generator = self._shuffle_generator() if shuffle else None
+        eval_batch_size = getattr(self, "eval_batch_size", None)
+        batch_size = (
+            self.batch_size if stage == "train" or eval_batch_size is None else eval_batch_size
+        )
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
             collate_fn=self.collate_fn,

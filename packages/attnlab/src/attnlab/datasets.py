@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .paths import cache_dir, data_root, shared_dir
+
 __all__ = [
     "Dataset",
     "DatasetFile",
@@ -65,27 +67,7 @@ class Dataset:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def cache_dir() -> Path:
-    """Where downloads go: ``$ATTNLAB_DATA`` or ``~/.cache/attnlab``."""
-    return Path(os.environ.get("ATTNLAB_DATA") or Path.home() / ".cache" / "attnlab")
-
-
-def data_root(root: str | Path | None, subdir: str) -> Path | None:
-    """A folder of real data: ``root`` if given, else ``$ATTNLAB_DATA_DIR/<subdir>`` if present."""
-    if root:
-        path = Path(root).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"data root {path} does not exist; check --data.root")
-        return path
-    env = os.environ.get("ATTNLAB_DATA_DIR")
-    if env and (Path(env) / subdir).exists():
-        return Path(env) / subdir
-    return None
-
-
 def manifest_path() -> Path:
-    from .cli import shared_dir
-
     shared = shared_dir()
     if shared is None or not (shared / "datasets.yaml").is_file():
         raise FileNotFoundError(

@@ -4,7 +4,10 @@ An app module subclasses it, calls ``self.save_hyperparameters()`` in ``__init__
 the usual ``training_step``/``validation_step``/``test_step``. It gets:
 
 * AdamW with linear warmup and cosine decay (``lr``, ``weight_decay``, ``warmup_fraction``
-  hyper-parameters), no weight decay on biases, norms, tokens and position tables;
+  hyper-parameters), no weight decay on biases, norms, tokens and position tables; with a time
+  budget (``--budget.cpu_s``/``--budget.wall_s``) the schedule runs over the budget;
+* ``configure_from_data(datamodule)``: what the module learns from its data, called by ``setup``
+  (and by ``App.build``) once the data is set up;
 * checkpoints stamped with the app and module that wrote them, checked on load;
 * ``from_checkpoint`` that rebuilds the module from a checkpoint without executing code;
 * epoch metrics reduced over DDP processes (``log`` defaults to ``sync_dist=True``);
@@ -15,6 +18,7 @@ the usual ``training_step``/``validation_step``/``test_step``. It gets:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,7 +31,12 @@ from .checkpoint import check_compatible, load_checkpoint, module_identity
 __all__ = ["AttnlabModule", "param_groups", "warmup_cosine"]
 
 
-def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float = 0.0) -> float:
+# The schedule's resolution when only a time budget bounds a run (no step count is known): the
+# budget is cut into this many steps of warmup and cosine.
+BUDGET_SCHEDULE_STEPS = 10_000
+
+
+def warmup_cosine(step: float, total: int, warmup: int, min_ratio: float = 0.0) -> float:
     """LR multiplier: linear warmup over ``warmup`` steps, then cosine down to ``min_ratio``."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
@@ -56,6 +65,26 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 class AttnlabModule(pl.LightningModule):
     app_name: ClassVar[str] = ""
+    # Share of the run's time budget used so far, fed by ``attnlab.budget.Budget`` at every batch
+    # end; None when the run has no budget. The learning-rate schedule reads it.
+    budget_fraction: float | None = None
+
+    # ------------------------------------------------------------------ data
+    def configure_from_data(self, datamodule: Any) -> None:
+        """What a module learns from its data: item count, vocabulary, normalisation
+        statistics; called by the layer before training/eval and by App.build.
+
+        The datamodule has been set up when this runs. Default: nothing to learn."""
+
+    def setup(self, stage: str) -> None:
+        """Calls ``configure_from_data`` with the trainer's datamodule, when one is attached.
+
+        An app that still overrides ``setup`` may call this or not: the default
+        ``configure_from_data`` does nothing."""
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if datamodule is not None:
+            self.configure_from_data(datamodule)
 
     def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
         """``LightningModule.log`` with ``sync_dist=True`` unless told otherwise: under DDP an
@@ -73,16 +102,45 @@ class AttnlabModule(pl.LightningModule):
             lr=lr,
             betas=tuple(hp.get("betas", (0.9, 0.999))),
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(float(hp.get("warmup_fraction", 0.05)) * total)
-        min_ratio = float(hp.get("min_lr_ratio", 0.01))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, total, warmup, min_ratio)
+            optimizer,
+            self.lr_multiplier(
+                float(hp.get("warmup_fraction", 0.05)), float(hp.get("min_lr_ratio", 0.01))
+            ),
         )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def lr_multiplier(self, warmup_fraction: float, min_ratio: float) -> Callable[[int], float]:
+        """The ``LambdaLR`` multiplier: warmup and cosine (``warmup_cosine``) over the planned
+        optimizer steps, or over the time budget when the run has one.
+
+        The schedule stands at the larger of ``step / total_steps`` and the share of the budget
+        used (``budget_fraction``); when only a budget bounds the run it follows the budget
+        alone. Without a budget this is exactly ``warmup_cosine(step, total, warmup, min_ratio)``.
+        An app with its own ``LambdaLR`` can pass it this multiplier to get the same behaviour.
+        """
+        estimated = float(self.trainer.estimated_stepping_batches)
+        total = max(1, int(estimated)) if math.isfinite(estimated) else None
+        if total is None:
+            total = BUDGET_SCHEDULE_STEPS
+            warmup = int(warmup_fraction * total)
+
+            def by_budget(step: int) -> float:
+                at = (self.budget_fraction or 0.0) * total
+                return warmup_cosine(at, total, warmup, min_ratio)
+
+            return by_budget
+        warmup = int(warmup_fraction * total)
+
+        def by_steps(step: int) -> float:
+            fraction = self.budget_fraction
+            at = step if fraction is None else max(step, fraction * total)
+            return warmup_cosine(at, total, warmup, min_ratio)
+
+        return by_steps
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_extras(self) -> dict[str, Any]:

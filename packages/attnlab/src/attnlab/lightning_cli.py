@@ -1,0 +1,352 @@
+"""``AttnlabCLI``: LightningCLI plus the run folder, the shared callbacks, budgets and
+metrics.json.
+
+Imported lazily by ``attnlab.cli`` (``attnlab list`` must not import Lightning). ``App.build``
+uses the same class with ``build_only=True``: the same parser and configs, the module and
+datamodule instantiated, no trainer, no run folder.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from .app import App
+from .budget import Budget
+from .callbacks import AttentionFigures, NonFiniteLossGuard, PlainProgress, RunArtifacts
+from .checkpoint import AtomicCheckpointIO, RandomStateCallback, load_checkpoint
+from .runs import atomic_write_text, default_run_dir, to_float, write_json
+
+__all__ = ["AttnlabCLI", "headline"]
+
+LIMIT_KEYS = ("max_epochs", "max_steps")
+
+
+def headline(app: App, result: dict[str, Any]) -> dict[str, Any]:
+    """The app's headline metric from a result: test first, then best validation, then last."""
+    for section in ("test", "best", "last"):
+        values = result.get(section) or {}
+        if app.headline in values:
+            return {"metric": app.headline, "value": values[app.headline], "from": section}
+        alt = app.monitor
+        if section == "best" and alt in values:
+            return {"metric": alt, "value": values[alt], "from": section}
+    return {"metric": app.headline, "value": None, "from": None}
+
+
+def _budget_limits(cfg: Any) -> dict[str, float | None]:
+    """``{"cpu_s": ..., "wall_s": ...}`` of a subcommand's parsed configuration."""
+    return {key: cfg.get(f"budget.{key}") for key in ("cpu_s", "wall_s")}
+
+
+class AttnlabCLI(LightningCLI):
+    """LightningCLI plus the run folder, the shared callbacks and metrics.json."""
+
+    app: App
+
+    def __init__(self, app: App, args: list[str], build_only: bool = False):
+        self.app = app
+        self._raw_args = list(args)
+        self.build_only = build_only
+        self.run_dir: Path | None = None
+        self.artifacts: RunArtifacts | None = None
+        self.budget: Budget | None = None
+        parser_kwargs: dict[str, Any] = {"prog": f"attnlab {app.name}"}
+        if build_only:
+            parser_kwargs["exit_on_error"] = False
+        super().__init__(
+            app.module,
+            app.datamodule,
+            save_config_callback=None,
+            seed_everything_default=42,
+            auto_configure_optimizers=False,
+            parser_kwargs=parser_kwargs,
+            args=args,
+        )
+
+    def _parse_ckpt_path(self) -> None:
+        """Model settings from the checkpoint, except the ones given on the command line.
+
+        LightningCLI rebuilds the model from ``--ckpt_path``'s hyper-parameters and would
+        silently drop an explicit ``--model.beam_size 5`` at predict time; here explicit
+        ``--model.*`` arguments win (a shape they change is still caught when loading).
+        """
+        from_command_line = self.config.clone()
+        sub = from_command_line.get("subcommand")
+        try:
+            super()._parse_ckpt_path()
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError):
+            # Lightning reads the hyper-parameters first (weights-only, so nothing ran) and
+            # its error does not say which file; ours names it and says what to do.
+            load_checkpoint(from_command_line[sub]["ckpt_path"])
+            raise
+        keys = [
+            a[len("--model.") :].split("=", 1)[0]
+            for a in self._raw_args
+            if a.startswith("--model.")
+        ]
+        if not sub or not keys:
+            return
+        override: dict[str, Any] = {}
+        for key in keys:
+            node = override
+            parts = key.split(".")
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = from_command_line[f"{sub}.model.{key}"]
+        self.config = self.parser.parse_object({sub: {"model": override}}, self.config)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--run_dir",
+            type=str | None,
+            default=None,
+            help="run folder (default runs/<app>/<timestamp>)",
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="after fit, test the best checkpoint when the data has a test split",
+        )
+        parser.add_argument(
+            "--figure_every", type=int, default=5, help="draw attention figures every N epochs"
+        )
+        parser.add_argument(
+            "--figure_samples",
+            type=int,
+            default=4,
+            help="validation samples in attention figures",
+        )
+        parser.add_argument(
+            "--budget.cpu_s",
+            type=float | None,
+            default=None,
+            help="fit: stop after this many CPU seconds of the process (all threads); the "
+            "learning-rate schedule runs over the budget",
+        )
+        parser.add_argument(
+            "--budget.wall_s",
+            type=float | None,
+            default=None,
+            help="fit: stop after this many wall-clock seconds; with --budget.cpu_s, whichever "
+            "comes first",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        sub = self.config.get("subcommand")
+        cfg = self.config.get(sub, self.config) if sub else self.config
+        Budget(**_budget_limits(cfg))  # a bad value is one ValueError line, before any folder
+
+    # -------------------------------------------------------------- build_only (App.build)
+    def instantiate_classes(self) -> None:
+        if not self.build_only:
+            super().instantiate_classes()
+            return
+        instantiate = getattr(self.parser, "instantiate", None) or self.parser.instantiate_classes
+        self.config_init = instantiate(self.config)
+        self.datamodule = self._get(self.config_init, "data")
+        self.model = self._get(self.config_init, "model")
+        self.trainer = None  # type: ignore[assignment]
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        if not self.build_only:
+            super()._run_subcommand(subcommand)
+
+    # -------------------------------------------------------------- trainer
+    def _limits_set_with_budget(self) -> bool:
+        """Whether max_epochs/max_steps were chosen for this run rather than inherited: given on
+        the command line, or in a config file that also sets the budget."""
+        for arg in self._raw_args:
+            if arg.split("=", 1)[0] in tuple(f"--trainer.{k}" for k in LIMIT_KEYS):
+                return True
+        import yaml
+
+        for i, arg in enumerate(self._raw_args):
+            path = None
+            if arg == "--config" and i + 1 < len(self._raw_args):
+                path = self._raw_args[i + 1]
+            elif arg.startswith("--config="):
+                path = arg.split("=", 1)[1]
+            if not path or not Path(path).is_file():
+                continue
+            try:
+                data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError, UnicodeDecodeError):
+                continue
+            if isinstance(data, dict) and data.get("budget"):
+                trainer = data.get("trainer")
+                if isinstance(trainer, dict) and any(k in trainer for k in LIMIT_KEYS):
+                    return True
+        return False
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+        sub = str(self.subcommand)
+        cfg = self.config[sub]
+        fast = bool(config.get("fast_dev_run"))
+        run_dir = Path(cfg.get("run_dir") or default_run_dir(self.app.name, sub))
+        ckpt = cfg.get("ckpt_path")
+        if (
+            sub == "fit"
+            and not ckpt
+            and (run_dir / "checkpoints").is_dir()
+            and any((run_dir / "checkpoints").glob("*.ckpt"))
+        ):
+            raise ValueError(
+                f"{run_dir} already holds a run; resume it with --ckpt_path last, or choose "
+                "another --run_dir (nothing was overwritten)"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = run_dir
+        config["default_root_dir"] = str(run_dir)
+        if config.get("logger") in (None, True):
+            config["logger"] = TensorBoardLogger(save_dir=str(run_dir), name="tb", version="")
+        plugins = config.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        config["plugins"] = [*plugins, AtomicCheckpointIO()]
+        seed = self.config[sub].get("seed_everything")
+        manifest_extra: dict[str, Any] = {}
+        ours: list[Any] = []
+        if sub == "fit":
+            self.budget = Budget(**_budget_limits(cfg))
+            manifest_extra["budget"] = self.budget.limits
+            if self.budget.active and not fast and not self._limits_set_with_budget():
+                # The budget ends the run; a config's epoch count is for runs without one.
+                config["max_epochs"] = -1
+                config["max_steps"] = -1
+        self.artifacts = RunArtifacts(
+            run_dir,
+            self.app.name,
+            sub,
+            seed if isinstance(seed, int) else None,
+            manifest_extra=manifest_extra,
+        )
+        ours += [self.artifacts, NonFiniteLossGuard(), RandomStateCallback()]
+        if self.budget is not None:
+            ours.append(self.budget)
+        if sub == "fit":
+            # Two checkpoints: `best` by the app's monitor, `last` after every epoch (Lightning's
+            # own save_last skips epochs that did not improve, which would make resuming lose work).
+            common: dict[str, Any] = dict(
+                dirpath=str(run_dir / "checkpoints"),
+                save_top_k=1,
+                auto_insert_metric_name=False,
+                enable_version_counter=False,
+            )
+            ours.append(
+                ModelCheckpoint(
+                    filename="best", monitor=self.app.monitor, mode=self.app.mode, **common
+                )
+            )
+            ours.append(ModelCheckpoint(filename="last", monitor=None, **common))
+            if self.app.draw is not None and not fast:
+                ours.append(
+                    AttentionFigures(
+                        self.app.draw,
+                        every_n_epochs=int(cfg.get("figure_every") or 5),
+                        num_samples=int(cfg.get("figure_samples") or 4),
+                        layers=self.app.figure_layers,
+                    )
+                )
+        if config.get("enable_progress_bar", True) and sys.stdout.isatty():
+            ours.append(RichProgressBar())
+        else:
+            config["enable_progress_bar"] = False
+            ours.append(PlainProgress())
+        self._write_config(run_dir, sub, fast)
+        return super()._instantiate_trainer(config, [*callbacks, *ours])
+
+    def _write_config(self, run_dir: Path, sub: str, fast: bool) -> None:
+        parser = self._parser(sub)
+        text = parser.dump(self.config.get(sub, self.config), skip_none=False)
+        target = run_dir / "config.yaml"
+        if target.exists():
+            if target.read_text(encoding="utf-8") == text:
+                return
+            n = 1
+            while (run_dir / f"config.resume{n}.yaml").exists():
+                n += 1
+            target = run_dir / f"config.resume{n}.yaml"
+        atomic_write_text(target, text)
+
+    # -------------------------------------------------------------- after each subcommand
+    def _metrics(self) -> dict[str, float]:
+        return {
+            k: v
+            for k, v in ((k, to_float(v)) for k, v in self.trainer.callback_metrics.items())
+            if v is not None
+        }
+
+    def after_fit(self) -> None:
+        trainer = self.trainer
+        assert self.run_dir is not None and self.artifacts is not None
+        result: dict[str, Any] = {
+            "app": self.app.name,
+            "monitor": self.app.monitor,
+            "mode": self.app.mode,
+        }
+        best_row = self.artifacts.table.best(self.app.monitor, self.app.mode)
+        checkpoint = trainer.checkpoint_callback
+        best_path = getattr(checkpoint, "best_model_path", "") or ""
+        result["best_epoch"] = int(float(best_row["epoch"])) if best_row else None
+        result["best_checkpoint"] = best_path or None
+        result["best"] = (
+            {
+                k: to_float(v)
+                for k, v in best_row.items()
+                if k.startswith("val") and to_float(v) is not None
+            }
+            if best_row
+            else {}
+        )
+        result["last"] = self._metrics()
+        run_facts: dict[str, Any] = {}
+        if self.budget is not None:
+            run_facts = {
+                "budget": self.budget.limits,
+                "stopped_by": self.budget.stopped_by,
+                "train": self.budget.summary(),
+            }
+        result.update(run_facts)
+        cfg = self.config["fit"]
+        fast = bool(getattr(trainer, "fast_dev_run", False))
+        dm = self.datamodule
+        if cfg.get("test_after_fit", True) and getattr(dm, "has_test_split", True) and not fast:
+            trainer.test(self.model, datamodule=dm, ckpt_path=best_path or None, verbose=False)
+            result["test"] = {k: v for k, v in self._metrics().items() if k.startswith("test")}
+            result["test_checkpoint"] = "best" if best_path else "last"
+        result["headline"] = headline(self.app, result)
+        if trainer.is_global_zero:
+            write_json(self.run_dir / "metrics.json", result)
+            self.artifacts.finish("completed", **run_facts)
+            print(f"run folder: {self.run_dir}", flush=True)
+
+    def _after_eval(self, stage: str) -> None:
+        assert self.run_dir is not None and self.artifacts is not None
+        if self.trainer.is_global_zero:
+            metrics = self._metrics()
+            result = {
+                "app": self.app.name,
+                stage: metrics,
+                "headline": headline(self.app, {"test": metrics, "best": metrics}),
+            }
+            write_json(self.run_dir / "metrics.json", result)
+            self.artifacts.finish("completed")
+            print(f"run folder: {self.run_dir}", flush=True)
+
+    def after_validate(self) -> None:
+        self._after_eval("validate")
+
+    def after_test(self) -> None:
+        self._after_eval("test")
+
+    def after_predict(self) -> None:
+        if self.artifacts is not None and self.trainer.is_global_zero:
+            self.artifacts.finish("completed")
+            print(f"run folder: {self.run_dir}", flush=True)
