@@ -1,241 +1,199 @@
-"""Captioning benchmark: LSTM with attention vs Transformer vs no-attention baseline at the same
-CPU training budget, on digit scenes and on the Flickr8k 1,000-image subset.
+"""Captioning benchmark: Show, Attend and Tell vs a Transformer decoder vs a no-attention
+baseline, each trained for the same CPU time, on digit scenes and on the Flickr8k 1,000-image
+subset.
 
-``python -m benchmarks caption`` (``nox -s bench -- caption``) writes ``results/caption.json``
-and ``results/caption.md``. Every model trains for the same wall-clock budget with the same data,
-encoder and optimizer (the digit-scene models use ``configs/quick.yaml``'s sizes, the Flickr8k
-ones ``configs/flickr8k.yaml``'s); the test split is then captioned with beam search and scored
-on the generated captions (BLEU-1..4, CIDEr-D, and on digit scenes attention localization).
-
-Environment:
-
-* ``ATTNLAB_BENCH_BUDGET_S``: training CPU seconds per model and dataset (default 600);
-* ``ATTNLAB_BENCH_THREADS``: torch threads (default 2);
-* ``ATTNLAB_DATA_DIR``: folder holding ``flickr8k/`` (the section is skipped without it).
+Every number comes from one ``attnlab caption fit`` run of a shipped config (``digits`` for the
+generated digit scenes, ``flickr8k`` for the subset, which needs ``ATTNLAB_DATA_DIR``) with
+``--model.decoder`` chosen and ``--budget.cpu_s`` bounding the training. The run's test split is
+captioned with beam search and scored by the app on the generated captions: BLEU-1..4, CIDEr-D
+and, on digit scenes, attention localization (``test/loc``: the share of generated digit words
+whose attention peak lies inside a glyph of that digit). ``python -m benchmarks caption``
+(``nox -s bench -- caption``) writes ``results/caption.json`` and ``.md``.
 """
 
 from __future__ import annotations
 
-import os
-import resource
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
-
-from benchmarks.common import environment, environment_markdown, markdown_table, write_results
+from benchmarks.common import markdown_table
+from benchmarks.runner import Benchmark, Run, RunResult, command_cell
 
 DECODERS = {
     "lstm_attention": "LSTM + additive attention (Show, Attend and Tell)",
     "transformer": "Transformer decoder (KV cache)",
     "lstm_pooled": "no-attention baseline (mean-pooled LSTM)",
 }
+# dataset label -> (shipped config, needs ATTNLAB_DATA_DIR, title)
+DATASETS = {
+    "digits": ("digits", False, "Digit scenes (`configs/digits.yaml`, generated offline)"),
+    "flickr8k": (
+        "flickr8k",
+        True,
+        "Flickr8k, 1,000-image subset (`configs/flickr8k.yaml`): trained on its 753 available "
+        "train images, tested on its 125 available test images; not comparable with "
+        "full-Flickr8k results",
+    ),
+}
+BUDGET_CPU_S = 300  # training CPU seconds per run, as in the published table
+# The smoke scale: the quick config for 3 CPU seconds, fewer scenes to generate and to caption.
+TINY_BUDGET_CPU_S = 3
+TINY_OVERRIDES = (
+    "--data.n_train=256",
+    "--data.n_val=32",
+    "--data.n_test=32",
+    "--figure_every=0",
+)
+METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "cider", "loc")
 
 
-def _config(name: str) -> dict[str, Any]:
-    import attnlab_captioning
-
-    path = Path(attnlab_captioning.__file__).resolve().parents[2] / "configs" / f"{name}.yaml"
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
-
-
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def _portable(stats: dict[str, Any]) -> dict[str, Any]:
-    """The reader's stats with the data folder written as ``$ATTNLAB_DATA_DIR``: results are
-    committed, and an absolute path would name this machine."""
-    root = os.environ.get("ATTNLAB_DATA_DIR")
-    source = stats.get("source")
-    if not root or not source:
-        return dict(stats)
-    try:
-        relative = Path(source).resolve().relative_to(Path(root).resolve())
-    except ValueError:
-        relative = Path(Path(source).name)  # outside the data folder: the file name only
-    return {**stats, "source": f"$ATTNLAB_DATA_DIR/{relative.as_posix()}"}
-
-
-def run_one(
-    config: str, decoder: str, budget_s: float, data_overrides: dict[str, Any]
-) -> dict[str, Any]:
-    """Train one decoder for ``budget_s`` seconds, then score its test captions."""
-    from attnlab_captioning.data import CaptionData
-    from attnlab_captioning.module import CaptionModule
-
-    cfg = _config(config)
-    torch.manual_seed(42)
-    dm = CaptionData(**{**cfg["data"], **data_overrides})
-    dm.setup("fit")
-    model_cfg = {**cfg["model"], "decoder": decoder, "encoder_pretrained": False}
-    module = CaptionModule(**model_cfg)
-    module.data_info = {"image_size": dm.image_size}
-    assert dm.vocab is not None
-    module.build(dm.vocab)
-    hp = module.hparams
-    opt = torch.optim.AdamW(
-        module.parameters(), lr=float(hp.lr), weight_decay=float(hp.weight_decay)
-    )
-    clip = float(cfg["trainer"].get("gradient_clip_val") or 0.0)
-    loader = dm.train_dataloader()
-    assert dm.train_set is not None
-    for i in range(len(dm.train_set)):  # decode and cache every image before the clock starts
-        dm.train_set._pixels(i)
-    steps = epochs = 0
-    losses: list[float] = []
-    start = time.process_time()  # CPU seconds: fair across models on a shared machine
-    module.train()
-    while time.process_time() - start < budget_s:
-        for batch in loader:
-            loss, xent = module._loss(batch)
-            opt.zero_grad()
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
-            opt.step()
-            steps += 1
-            losses.append(xent.item())
-            if time.process_time() - start >= budget_s:
-                break
-        else:
-            epochs += 1
-    train_s = time.process_time() - start
-    module.eval()
-    eval_start = time.perf_counter()
-    with torch.no_grad():
-        for batch in dm.test_dataloader():
-            module.score_batch(batch, int(hp.beam_size))
-    metrics = module.compute_metrics()
-    tail = losses[-20:]
-    return {
-        "decoder": decoder,
-        "train_cpu_seconds": round(train_s, 1),
-        "steps": steps,
-        "full_epochs": epochs,
-        "batch_size": dm.batch_size,
-        "train_images": len(dm.train_set or []),
-        "test_images": len(dm.test_set or []),
-        "final_train_xent": round(sum(tail) / max(1, len(tail)), 4),
-        "eval_seconds": round(time.perf_counter() - eval_start, 1),
-        "beam_size": int(hp.beam_size),
-        "params": sum(p.numel() for p in module.parameters()),
-        "metrics": {k: round(float(v), 4) for k, v in metrics.items()},
-        "read_stats": _portable(dm.read_stats),
-    }
-
-
-def main() -> None:
-    budget = float(os.environ.get("ATTNLAB_BENCH_BUDGET_S", "600"))
-    threads = int(os.environ.get("ATTNLAB_BENCH_THREADS", "2"))
-    torch.set_num_threads(threads)
-    env = environment()
-    sections: dict[str, Any] = {}
-    print(f"caption benchmark: {budget:.0f} s per model, {threads} threads", flush=True)
-    digits = []
-    for decoder in DECODERS:
-        res = run_one("quick", decoder, budget, {})
-        print(f"digit scenes {decoder}: {res['metrics']} ({res['steps']} steps)", flush=True)
-        digits.append(res)
-        if decoder == "lstm_attention":
-            peak_default = _peak_rss_mb()
-    sections["digit_scenes"] = {"config": "configs/quick.yaml", "results": digits}
-    root = os.environ.get("ATTNLAB_DATA_DIR")
-    if root and (Path(root) / "flickr8k" / "captions.txt").is_file():
-        flickr = []
-        for decoder in DECODERS:
-            res = run_one("flickr8k", decoder, budget, {"root": str(Path(root) / "flickr8k")})
-            print(f"flickr8k subset {decoder}: {res['metrics']} ({res['steps']} steps)", flush=True)
-            flickr.append(res)
-        sections["flickr8k_subset"] = {
-            "config": "configs/flickr8k.yaml",
-            "label": "Flickr8k 1,000-image subset (train on its 753 available train images, test on its 125 available test images); not comparable with full-Flickr8k results",
-            "results": flickr,
-        }
-    else:
-        sections["flickr8k_subset"] = {"skipped": "ATTNLAB_DATA_DIR/flickr8k not found"}
-    data = {
-        "benchmark": "caption",
-        "budget_seconds_per_model": budget,
-        "budget_note": "the same training CPU time (process_time) for every model of a dataset; "
-        "evaluation time not counted",
-        "threads": threads,
-        "peak_rss_mb_default_config": round(peak_default, 1),
-        "environment": env,
-        **sections,
-    }
-    write_results("caption", data, _markdown(data))
-
-
-def _markdown(data: dict[str, Any]) -> str:
-    lines = [
-        "# Captioning: attention vs no attention at the same CPU budget",
-        "",
-        f"Each model trained for {data['budget_seconds_per_model']:.0f} CPU seconds ({data['threads']} threads), "
-        "then its test captions generated with beam search and scored (BLEU as %, CIDEr-D x1).",
-        f"Peak RSS of the benchmark process after the default (quick) config: {data['peak_rss_mb_default_config']} MiB.",
-        "",
-    ]
-    ds = data["digit_scenes"]
-    lines += ["## Digit scenes (`configs/quick.yaml`, generated offline)", ""]
-    rows = []
-    for r in ds["results"]:
-        m = r["metrics"]
-        loc = f"{100 * m['loc']:.1f}" if "loc" in m else "n/a (no attention)"
-        rows.append(
-            [
-                DECODERS[r["decoder"]],
-                f"{100 * m['bleu4']:.1f}",
-                loc,
-                f"{m['cider']:.3f}",
-                r["steps"],
-                r["full_epochs"],
-                r["final_train_xent"],
-            ]
-        )
-    lines.append(
-        markdown_table(
-            ["decoder", "BLEU-4", "localization %", "CIDEr-D", "steps", "epochs", "train xent"],
-            rows,
-            ["l", "r", "r", "r", "r", "r", "r"],
-        )
-    )
-    fl = data["flickr8k_subset"]
-    lines += ["", "## Flickr8k, 1,000-image subset (`configs/flickr8k.yaml`)", ""]
-    if "results" in fl:
-        lines += [fl["label"] + ".", ""]
-        rows = []
-        for r in fl["results"]:
-            m = r["metrics"]
-            rows.append(
-                [
-                    DECODERS[r["decoder"]],
-                    *(f"{100 * m[f'bleu{n}']:.1f}" for n in range(1, 5)),
-                    f"{m['cider']:.3f}",
-                    r["steps"],
-                    r["full_epochs"],
-                ]
+def runs(scale: str) -> list[Run]:
+    if scale == "tiny":
+        return [
+            Run(
+                name=f"digits-{decoder}",
+                app="caption",
+                configs=("quick",),
+                overrides=(*TINY_OVERRIDES, f"--model.decoder={decoder}"),
+                budget={"cpu_s": TINY_BUDGET_CPU_S},
+                labels={"dataset": "digits", "decoder": decoder},
             )
-        lines.append(
-            markdown_table(
-                ["decoder", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr-D", "steps", "epochs"],
-                rows,
-                ["l", "r", "r", "r", "r", "r", "r", "r"],
-            )
-        )
-        lines += [
-            "",
-            "Published full-Flickr8k numbers (pretrained encoders, e.g. Show, Attend and Tell soft attention BLEU-4 19.5) are not comparable: 1,000 of 8,091 images, encoders trained from scratch, a CPU budget.",
+            for decoder in ("lstm_attention", "transformer")
         ]
-    else:
-        lines.append(f"skipped: {fl['skipped']}")
-    lines += ["", "## Environment", "", environment_markdown(data["environment"])]
-    return "\n".join(lines)
+    return [
+        Run(
+            name=f"{dataset}-{decoder}",
+            app="caption",
+            configs=(config,),
+            overrides=(f"--model.decoder={decoder}",),
+            budget={"cpu_s": BUDGET_CPU_S},
+            needs_data=needs_data,
+            labels={"dataset": dataset, "decoder": decoder},
+        )
+        for dataset, (config, needs_data, _) in DATASETS.items()
+        for decoder in DECODERS
+    ]
 
 
-if __name__ == "__main__":
-    main()
+def _last(result: RunResult, key: str) -> float | None:
+    """The last value of ``key`` in the run's epoch log (metrics.csv)."""
+    values = [row[key] for row in result.epochs if isinstance(row.get(key), float)]
+    return values[-1] if values else None
+
+
+def _row(result: RunResult) -> dict[str, Any]:
+    train = result.train
+    row: dict[str, Any] = {
+        "run": result.run.name,
+        **result.run.labels,
+        "command": result.run.command(),
+        **{name: result.metric(f"test/{name}") for name in METRICS},
+        "train_cpu_s": train.get("cpu_s"),
+        "steps": train.get("steps"),
+        "epochs": train.get("epochs"),
+        "final_train_xent": _last(result, "train/xent"),
+        "stopped_by": result.stopped_by,
+    }
+    return row
+
+
+def _pct(value: float | None, missing: str = "") -> str:
+    return missing if value is None else f"{100 * value:.1f}"
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def tabulate(results: list[RunResult]) -> tuple[dict[str, Any], str]:
+    rows = [_row(r) for r in results]
+    by_run = {r.run.name: r for r in results}
+    lines = [
+        "Each model trains for the same CPU time on one thread (`--budget.cpu_s`, validation "
+        "inside the loop counted), then the best checkpoint by validation BLEU-4 captions the test "
+        "split with beam search (BLEU as %, CIDEr-D x1, localization as %).",
+    ]
+    for dataset, (_, _, title) in DATASETS.items():
+        mine = [row for row in rows if row["dataset"] == dataset]
+        lines += ["", f"## {title}", ""]
+        if not mine:
+            lines.append("Not run here (needs `ATTNLAB_DATA_DIR` holding `flickr8k/`).")
+            continue
+        table = []
+        for row in mine:
+            cells = [DECODERS.get(row["decoder"], row["decoder"])]
+            if dataset == "digits":
+                cells += [
+                    _pct(row["bleu4"]),
+                    _pct(row["loc"], "n/a (no attention)"),
+                    _num(row["cider"], 3),
+                ]
+            else:
+                cells += [_pct(row[f"bleu{n}"]) for n in range(1, 5)] + [_num(row["cider"], 3)]
+            cells += [
+                _num(row["steps"], 0),
+                _num(row["epochs"], 1),
+                _num(row["final_train_xent"], 4),
+                command_cell(by_run[row["run"]]),
+            ]
+            table.append(cells)
+        scores = (
+            ["BLEU-4", "localization %", "CIDEr-D"]
+            if dataset == "digits"
+            else ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr-D"]
+        )
+        headers = ["decoder", *scores, "steps", "epochs", "train xent", "command"]
+        lines.append(markdown_table(headers, table, ["l"] + ["r"] * (len(headers) - 2) + ["l"]))
+        if dataset == "flickr8k":
+            lines += [
+                "",
+                "Published full-Flickr8k numbers (below) use every image and an ImageNet-pretrained "
+                "encoder; these runs see 1,000 of the 8,091 images with an encoder trained from "
+                "scratch for a few CPU minutes.",
+            ]
+    return {"budget_cpu_s": sorted({r.run.budget.get("cpu_s") for r in results}), "rows": rows}, (
+        "\n".join(lines)
+    )
+
+
+def headline(payload: dict[str, Any]) -> str:
+    digits = {row["decoder"]: row for row in payload["rows"] if row["dataset"] == "digits"}
+    parts = [
+        f"{name} BLEU-4 {_pct(digits[d]['bleu4'])}"
+        + (
+            f" (attention on the right digit {_pct(digits[d]['loc'])}%)"
+            if digits[d]["loc"] is not None
+            else ""
+        )
+        for d, name in (
+            ("lstm_attention", "Show-Attend-Tell"),
+            ("transformer", "Transformer"),
+            ("lstm_pooled", "no attention"),
+        )
+        if d in digits
+    ]
+    budget = "/".join(f"{b:g}" for b in payload["budget_cpu_s"])
+    return f"digit scenes, {budget} CPU s each: " + ", ".join(parts)
+
+
+BENCHMARK = Benchmark(
+    name="caption",
+    title="Captioning: attention vs no attention at the same CPU budget",
+    runs=runs,
+    tabulate=tabulate,
+    headline=headline,
+    anchors=(
+        {
+            "what": "Show, Attend and Tell, soft attention, Flickr8k test BLEU-4",
+            "value": 19.5,
+            "protocol": "full Flickr8k (6,000/1,000/1,000 images), ImageNet-pretrained VGG "
+            "encoder, beam search; METEOR 18.93",
+            "source": "Xu et al., Show, Attend and Tell, ICML 2015, Table 1 (arXiv:1502.03044)",
+        },
+        {
+            "what": "Show, Attend and Tell, hard attention, Flickr8k test BLEU-4",
+            "value": 21.3,
+            "protocol": "same protocol; METEOR 20.30",
+            "source": "Xu et al., Show, Attend and Tell, ICML 2015, Table 1 (arXiv:1502.03044)",
+        },
+    ),
+)

@@ -12,6 +12,8 @@ from attnlab_captioning.decoding import beam_search, greedy_decode
 from attnlab_captioning.model import CaptionerConfig, build_captioner
 from torch import Tensor, nn
 
+from attention_core import AttentionConfig
+
 IDS = dict(bos_id=1, eos_id=2, pad_id=0)
 
 
@@ -77,7 +79,7 @@ def test_max_len_caps_captions_that_never_end() -> None:
         assert row[n - 1] == 2  # every caption ends with <eos>
 
 
-def _model(decoder: str) -> nn.Module:
+def _model(decoder: str, attention: AttentionConfig | None = None) -> nn.Module:
     torch.manual_seed(0)
     cfg = CaptionerConfig(
         decoder=decoder,
@@ -90,6 +92,7 @@ def _model(decoder: str) -> nn.Module:
         dec_heads=2,
         dropout=0.0,
         max_len=10,
+        attention=attention or AttentionConfig(),
     )
     return build_captioner(cfg, vocab_size=9).eval()
 
@@ -110,11 +113,28 @@ def test_beam_one_equals_greedy(decoder: str) -> None:
         torch.testing.assert_close(g.attention, b.attention)
 
 
+# Self-attention settings whose KV-cache decoding must match recomputing the prefix: a window
+# shorter than the captions (local), causal chunks shorter than them (linear), and positions
+# applied inside the attention at the cache's offset (rope, alibi).
+CACHED_SETTINGS = {
+    "sdpa": AttentionConfig(),
+    "local": AttentionConfig(backend="local", window=2),
+    "local-rope": AttentionConfig(backend="local", window=2, block_size=3, pos="rope"),
+    "linear": AttentionConfig(backend="linear", chunk_size=3),
+    "linear-favor": AttentionConfig(backend="linear", feature_map="favor", chunk_size=4),
+    "sdpa-rope": AttentionConfig(pos="rope"),
+    "sdpa-alibi": AttentionConfig(pos="alibi"),
+    "local-alibi": AttentionConfig(backend="local", window=3, pos="alibi"),
+    "math-sincos": AttentionConfig(backend="math", pos="sincos"),
+}
+
+
+@pytest.mark.parametrize("setting", list(CACHED_SETTINGS))
 @pytest.mark.parametrize("beam_size", [1, 3])
-def test_transformer_kv_cache_parity(beam_size: int) -> None:
+def test_transformer_kv_cache_parity(beam_size: int, setting: str) -> None:
     """Decoding with the KV cache and by recomputing the whole prefix every step give the same
-    captions, scores and attention."""
-    model = _model("transformer")
+    captions, scores and attention, for every self-attention setting that decodes."""
+    model = _model("transformer", CACHED_SETTINGS[setting])
     feats, _ = model.encode(torch.randn(5, 3, 32, 32))
     cached = beam_search(
         model.decoder, feats, max_len=10, beam_size=beam_size, use_cache=True, **IDS

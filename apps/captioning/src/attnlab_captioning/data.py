@@ -421,6 +421,7 @@ class CaptionData(AttnlabDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
+        eval_batch_size: int | None = None,
         image_size: int = 64,
         max_caption_len: int = 20,
         min_count: int = 1,
@@ -433,7 +434,12 @@ class CaptionData(AttnlabDataModule):
         cache_images: bool = True,
         predict_images: str | None = None,
     ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        super().__init__(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            eval_batch_size=eval_batch_size,
+        )
         if dataset not in ("digit_scenes", "flickr8k", "flickr30k", "coco"):
             raise ValueError(
                 f"unknown --data.dataset {dataset!r}; choose digit_scenes, flickr8k, flickr30k or coco"

@@ -10,6 +10,13 @@ a ViT built from ``attention_core``. Decoders share one interface (teacher-force
   regularizer on the attention weights (computed by the module);
 * ``transformer``: masked self-attention + cross-attention to the grid, decoded with a KV cache;
 * ``lstm_pooled``: the same LSTM fed the mean-pooled grid, no attention (the baseline).
+
+The attention setting (``attention_core.AttentionConfig``) reaches every dot-product attention:
+``CaptionerConfig.attention`` is the Transformer decoder's masked self-attention (its backend,
+options and position scheme) and the ViT encoder's self-attention (backend and options; the grid
+keeps its 2-D sin-cos positions); ``CaptionerConfig.cross_attention`` is the decoder's
+cross-attention to the grid. The LSTM decoders' additive attention is another module and takes
+neither. ``resolve_attention`` fills in the defaults and refuses what the model cannot do.
 """
 
 from __future__ import annotations
@@ -17,9 +24,10 @@ from __future__ import annotations
 import os
 import pickle
 import socket
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -30,15 +38,18 @@ from torchvision.models import resnet as tv_resnet
 
 from attention_core import (
     AdditiveAttention,
-    LearnedPositionalEncoding,
+    AttentionConfig,
     TransformerDecoder,
     TransformerEncoder,
+    build_position,
     capture_attention,
+    get_backend,
     sincos_2d_table,
 )
 
 __all__ = [
     "DECODERS",
+    "DECODER_POSITIONS",
     "ENCODERS",
     "Captioner",
     "CaptionerConfig",
@@ -49,7 +60,11 @@ __all__ = [
     "ViTEncoder",
     "build_captioner",
     "load_pretrained_encoder",
+    "resolve_attention",
 ]
+
+# The Transformer decoder's position schemes (1-D: words in a sentence); the first is the default.
+DECODER_POSITIONS = ("learned", "none", "sincos", "rope", "alibi")
 
 State = dict[str, Any]
 
@@ -124,14 +139,30 @@ class TorchvisionResNetEncoder(nn.Module):
 
 
 class ViTEncoder(nn.Module):
-    """Patch embedding + ``attention_core.TransformerEncoder``; every patch is a grid cell."""
+    """Patch embedding + ``attention_core.TransformerEncoder``; every patch is a grid cell.
 
-    def __init__(self, dim: int = 128, depth: int = 4, num_heads: int = 4, patch_size: int = 8):
+    ``attention`` sets the blocks' backend and options (its ``pos`` is the decoder's: the grid
+    always gets 2-D sin-cos positions); ``image_size`` gives the token count a backend may need
+    (linformer's ``seq_len``).
+    """
+
+    def __init__(
+        self,
+        dim: int = 128,
+        depth: int = 4,
+        num_heads: int = 4,
+        patch_size: int = 8,
+        attention: AttentionConfig | None = None,
+        image_size: int | None = None,
+    ):
         super().__init__()
         if dim % 4 != 0:
             raise ValueError(f"vit_dim must be divisible by 4 (2-D positions), got {dim}")
         self.patch_embed = nn.Conv2d(3, dim, patch_size, stride=patch_size)
-        self.encoder = TransformerEncoder(dim, depth, num_heads)
+        tokens = (image_size // patch_size) ** 2 if image_size else None
+        self.encoder = TransformerEncoder(
+            dim, depth, num_heads, attention=attention, seq_len=tokens
+        )
         self.out_dim = dim
 
     def forward(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
@@ -312,7 +343,12 @@ class LSTMDecoder(nn.Module):
 
 
 class TransformerCaptionDecoder(nn.Module):
-    """Token embedding + learned positions + ``attention_core.TransformerDecoder`` + a head."""
+    """Token embedding + positions + ``attention_core.TransformerDecoder`` + a head.
+
+    ``attention`` is the masked self-attention's setting, resolved (``pos`` one of
+    ``DECODER_POSITIONS``: a learned or sin-cos table added to the embeddings, RoPE or ALiBi
+    inside the attention, or none); ``cross_attention`` the cross-attention's.
+    """
 
     def __init__(
         self,
@@ -324,13 +360,28 @@ class TransformerCaptionDecoder(nn.Module):
         mlp_ratio: float = 2.0,
         dropout: float = 0.1,
         max_len: int = 64,
+        attention: AttentionConfig | None = None,
+        cross_attention: AttentionConfig | None = None,
     ):
         super().__init__()
+        attention = attention or AttentionConfig(pos=DECODER_POSITIONS[0])
         self.max_len = max_len
         self.embed = nn.Embedding(vocab_size, dim)
-        self.pos = LearnedPositionalEncoding(dim, max_len, dropout=dropout)
+        # `pos` keeps its name for the learned table, so earlier checkpoints load.
+        self.pos, attn_pos = build_position(
+            attention.pos or DECODER_POSITIONS[0], dim=dim, num_heads=num_heads, max_len=max_len
+        )
+        self.pos_drop = nn.Dropout(dropout)
         self.decoder = TransformerDecoder(
-            dim, depth, num_heads, mlp_ratio, memory_dim=feature_dim, proj_drop=dropout
+            dim,
+            depth,
+            num_heads,
+            mlp_ratio,
+            memory_dim=feature_dim,
+            proj_drop=dropout,
+            pos=attn_pos,
+            attention=attention,
+            cross_attention=cross_attention,
         )
         self.head = nn.Linear(dim, vocab_size)
         self._cross_name = f"blocks.{depth - 1}.cross_attn"
@@ -338,7 +389,14 @@ class TransformerCaptionDecoder(nn.Module):
     def _run(
         self, tokens: Tensor, memory: Tensor, offset: int, cache: Any, need_attention: bool
     ) -> tuple[Tensor, Tensor | None]:
-        x = self.pos(self.embed(tokens), offset=offset)  # (B, L, dim)
+        x = self.embed(tokens)  # (B, L, dim)
+        if self.pos is not None:
+            x = self.pos(x, offset=offset)
+        elif offset + x.shape[1] > self.max_len:
+            raise ValueError(
+                f"{offset + x.shape[1]} tokens exceed the decoder's max_len={self.max_len}"
+            )
+        x = self.pos_drop(x)
         if not need_attention:
             return self.decoder(x, memory, causal=True, kv_cache=cache), None
         with capture_attention(self.decoder, layers=[self._cross_name]) as maps:
@@ -390,7 +448,8 @@ class TransformerCaptionDecoder(nn.Module):
 
 @dataclass
 class CaptionerConfig:
-    """Every knob of a captioner (plain values, so it round-trips through checkpoints)."""
+    """Every knob of a captioner, built from the module's hyper-parameters (plain values; the
+    attention settings may come as dicts, as checkpoints hold them)."""
 
     encoder: str = "small_resnet"  # small_resnet | resnet18 | resnet34 | resnet50 | resnet101 | vit
     encoder_width: int = 16
@@ -409,6 +468,13 @@ class CaptionerConfig:
     dec_heads: int = 4
     dropout: float = 0.3
     max_len: int = 30
+    # As given (None fields: the model's defaults); resolve_attention fills them in.
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    cross_attention: AttentionConfig = field(default_factory=AttentionConfig)
+
+    def __post_init__(self) -> None:
+        self.attention = AttentionConfig.coerce(self.attention)
+        self.cross_attention = AttentionConfig.coerce(self.cross_attention)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CaptionerConfig:
@@ -416,16 +482,86 @@ class CaptionerConfig:
         return cls(**{k: v for k, v in values.items() if k in names})
 
 
-def _small(cfg: CaptionerConfig) -> nn.Module:
+def resolve_attention(
+    cfg: CaptionerConfig, warn: bool = True
+) -> tuple[AttentionConfig, AttentionConfig]:
+    """(self-attention, cross-attention) settings with the model's defaults filled in, checked
+    against what this captioner is: one-line ``ValueError`` for what it cannot run.
+
+    The decoder's self-attention is causal and decodes with a KV cache (no linformer), its
+    positions are 1-D (``DECODER_POSITIONS``, default ``learned``); the cross-attention reads the
+    grid through a static cache and has no positions. With an LSTM decoder the setting reaches
+    only a ViT encoder; what it cannot reach is warned about (``warn``).
+    """
+    attention = cfg.attention.resolved(pos=DECODER_POSITIONS[0], global_tokens=0)
+    cross = cfg.cross_attention.resolved(pos="none", global_tokens=0)
+    if cfg.decoder == "transformer":
+        attention.check(
+            where="decoder self-attention", causal=True, kv_cache=True, positions=DECODER_POSITIONS
+        )
+        if cfg.cross_attention.pos not in (None, "none"):
+            raise ValueError(
+                f"decoder cross-attention: pos {cfg.cross_attention.pos!r} does not apply (words "
+                "and grid cells share no positions; the grid has its own 2-D sin-cos); leave "
+                "--model.cross_attention.pos unset"
+            )
+        if not get_backend(cross.backend).cross:
+            raise ValueError(
+                f"decoder cross-attention: backend {cross.backend!r} cannot attend to another "
+                "sequence; use sdpa, math, local or linear"
+            )
+        cross.check(where="decoder cross-attention", kv_cache=True)
+    else:
+        unused = []
+        if cfg.attention.pos is not None:
+            unused.append(f"--model.attention.pos {cfg.attention.pos}")
+        if cfg.encoder != "vit" and replace(cfg.attention, pos=None) != AttentionConfig():
+            unused.append(f"--model.attention.backend {cfg.attention.backend} (and its options)")
+        if cfg.cross_attention != AttentionConfig():
+            unused.append("--model.cross_attention")
+        if unused and warn:
+            warnings.warn(
+                f"{', '.join(unused)}: the attention setting applies to the transformer decoder "
+                f"(and a ViT encoder's self-attention) only; decoder {cfg.decoder!r} "
+                + (
+                    "uses additive (Bahdanau) attention, which it does not change"
+                    if cfg.decoder == "lstm_attention"
+                    else "has no attention"
+                ),
+                UserWarning,
+                stacklevel=2,
+            )
+    if cfg.encoder == "vit":
+        replace(attention, pos=None).check(where="ViT encoder self-attention", grid=True)
+    return attention, cross
+
+
+# Factories: (config, resolved self-attention, image size) -> encoder;
+# (config, vocabulary size, feature width, resolved self- and cross-attention) -> decoder.
+
+
+def _small(cfg: CaptionerConfig, attention: AttentionConfig, image_size: int | None) -> nn.Module:
     return SmallResNetEncoder(cfg.encoder_width, cfg.encoder_stages, cfg.encoder_stem_stride)
 
 
-def _vit(cfg: CaptionerConfig) -> nn.Module:
-    return ViTEncoder(cfg.vit_dim, cfg.vit_depth, cfg.vit_heads, cfg.patch_size)
+def _vit(cfg: CaptionerConfig, attention: AttentionConfig, image_size: int | None) -> nn.Module:
+    return ViTEncoder(
+        cfg.vit_dim,
+        cfg.vit_depth,
+        cfg.vit_heads,
+        cfg.patch_size,
+        attention=replace(attention, pos=None),
+        image_size=image_size,
+    )
 
 
 def _tv(arch: str) -> Any:
-    return lambda cfg: TorchvisionResNetEncoder(arch, min(cfg.encoder_stages, 4))
+    def build(
+        cfg: CaptionerConfig, attention: AttentionConfig, image_size: int | None
+    ) -> nn.Module:
+        return TorchvisionResNetEncoder(arch, min(cfg.encoder_stages, 4))
+
+    return build
 
 
 ENCODERS: dict[str, Any] = {
@@ -436,7 +572,7 @@ ENCODERS: dict[str, Any] = {
 
 
 def _lstm(attend: bool) -> Any:
-    def build(cfg: CaptionerConfig, vocab_size: int, feature_dim: int) -> nn.Module:
+    def build(cfg: CaptionerConfig, vocab_size: int, feature_dim: int, *_: Any) -> nn.Module:
         return LSTMDecoder(
             vocab_size,
             feature_dim,
@@ -450,7 +586,13 @@ def _lstm(attend: bool) -> Any:
     return build
 
 
-def _transformer(cfg: CaptionerConfig, vocab_size: int, feature_dim: int) -> nn.Module:
+def _transformer(
+    cfg: CaptionerConfig,
+    vocab_size: int,
+    feature_dim: int,
+    attention: AttentionConfig,
+    cross: AttentionConfig,
+) -> nn.Module:
     return TransformerCaptionDecoder(
         vocab_size,
         feature_dim,
@@ -459,6 +601,8 @@ def _transformer(cfg: CaptionerConfig, vocab_size: int, feature_dim: int) -> nn.
         cfg.dec_heads,
         dropout=cfg.dropout,
         max_len=cfg.max_len + 2,
+        attention=attention,
+        cross_attention=cross,
     )
 
 
@@ -491,11 +635,16 @@ class Captioner(nn.Module):
         return self.decoder(features, tokens)
 
 
-def build_captioner(cfg: CaptionerConfig, vocab_size: int) -> Captioner:
+def build_captioner(
+    cfg: CaptionerConfig, vocab_size: int, image_size: int | None = None
+) -> Captioner:
+    """The captioner of ``cfg``; ``image_size`` gives the encoder's token count where an
+    attention backend needs it (a ViT encoder with linformer)."""
     if cfg.encoder not in ENCODERS:
         raise ValueError(f"unknown encoder {cfg.encoder!r}; choose one of {sorted(ENCODERS)}")
     if cfg.decoder not in DECODERS:
         raise ValueError(f"unknown decoder {cfg.decoder!r}; choose one of {sorted(DECODERS)}")
-    encoder = ENCODERS[cfg.encoder](cfg)
-    decoder = DECODERS[cfg.decoder](cfg, vocab_size, encoder.out_dim)
+    attention, cross = resolve_attention(cfg, warn=False)
+    encoder = ENCODERS[cfg.encoder](cfg, attention, image_size)
+    decoder = DECODERS[cfg.decoder](cfg, vocab_size, encoder.out_dim, attention, cross)
     return Captioner(encoder, decoder)

@@ -10,11 +10,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attention_core import AttentionConfig
 from attnlab import AttnlabModule
 
 from .decoding import Generated, generate
 from .metrics import cider_d, corpus_bleu, localization_hits
-from .model import Captioner, CaptionerConfig, build_captioner, load_pretrained_encoder
+from .model import (
+    Captioner,
+    CaptionerConfig,
+    build_captioner,
+    load_pretrained_encoder,
+    resolve_attention,
+)
 from .vocab import Vocab
 
 __all__ = ["CaptionModule", "CaptionStep"]
@@ -40,7 +47,13 @@ class CaptionStep(nn.Module):
 class CaptionModule(AttnlabModule):
     """Encoder + decoder trained with cross-entropy (+ Show-Attend-Tell's doubly stochastic
     attention regularizer, weight ``alpha_c``). The model is built once the vocabulary is known:
-    from the data at ``setup``, or from the checkpoint's extras."""
+    from the data (``configure_from_data``), or from the checkpoint's extras.
+
+    ``attention`` is the Transformer decoder's masked self-attention (and a ViT encoder's
+    self-attention): backend, options, ``pos``; ``cross_attention`` the decoder's cross-attention
+    to the grid. Checked here, at construction, so a bad combination fails before any data is
+    read.
+    """
 
     app_name = "caption"
 
@@ -75,10 +88,19 @@ class CaptionModule(AttnlabModule):
         weight_decay: float = 0.01,
         warmup_fraction: float = 0.05,
         min_lr_ratio: float = 0.05,
+        attention: AttentionConfig = AttentionConfig(),  # noqa: B008 (never mutated)
+        cross_attention: AttentionConfig = AttentionConfig(),  # noqa: B008
     ):
         super().__init__()
+        attention = AttentionConfig.coerce(attention)  # a dict from a checkpoint's hparams
+        cross_attention = AttentionConfig.coerce(cross_attention)
         self.save_hyperparameters()
+        # Plain data in checkpoints (they are loaded weights-only).
+        self.hparams["attention"] = attention.to_dict()
+        self.hparams["cross_attention"] = cross_attention.to_dict()
         self.config = CaptionerConfig.from_dict(dict(self.hparams))
+        resolve_attention(self.config)  # a bad combination is a one-line error now
+        self._pretrained_loaded = False
         self.vocab: Vocab | None = None
         self.data_info: dict[str, Any] = {}
         self.model: Captioner | None = None
@@ -91,27 +113,31 @@ class CaptionModule(AttnlabModule):
         if self.model is not None and self.vocab == vocab:
             return
         self.vocab = vocab
-        self.model = build_captioner(self.config, len(vocab))
+        self.model = build_captioner(self.config, len(vocab), self.data_info.get("image_size"))
         if self.hparams.freeze_encoder:
             self.model.encoder.requires_grad_(False)
 
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is not None and getattr(dm, "image_size", None):
-            mean, std = getattr(dm, "normalization", ((0.5,) * 3, (0.5,) * 3))
+    def configure_from_data(self, datamodule: Any) -> None:
+        """Image size and normalisation for figures and export; the network, once the data has
+        a vocabulary (not at predict: the checkpoint brings its own)."""
+        if getattr(datamodule, "image_size", None):
+            mean, std = getattr(datamodule, "normalization", ((0.5,) * 3, (0.5,) * 3))
             self.data_info = {
-                "image_size": int(dm.image_size),
+                "image_size": int(datamodule.image_size),
                 "mean": list(mean),
                 "std": list(std),
-                "dataset": getattr(dm, "dataset", ""),
+                "dataset": getattr(datamodule, "dataset", ""),
             }
-        if self.model is None and dm is not None and stage != "predict":
-            vocab = dm.vocab if getattr(dm, "vocab", None) is not None else dm.build_vocab()
+        vocab = getattr(datamodule, "vocab", None)
+        if self.model is None and vocab is not None:
             self.build(vocab)
-            pretrained = self.hparams.encoder_pretrained and stage == "fit"
-            if pretrained and self.trainer.ckpt_path is None:
-                assert self.model is not None
-                load_pretrained_encoder(self.model.encoder)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)  # configure_from_data
+        start = stage == "fit" and self.trainer.ckpt_path is None
+        if self.hparams.encoder_pretrained and start and not self._pretrained_loaded:
+            load_pretrained_encoder(self._net().encoder)
+            self._pretrained_loaded = True
 
     def checkpoint_extras(self) -> dict[str, Any]:
         assert self.vocab is not None
