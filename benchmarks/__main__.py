@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--only", default=None, help="run only the runs whose name contains this")
     parser.add_argument(
+        "--budget-factor",
+        type=float,
+        default=1.0,
+        help="multiply every run's budget (a reduced budget; each run's command shows its own)",
+    )
+    parser.add_argument(
         "--reuse",
         action="store_true",
         help="keep runs whose folder already holds the same completed command (resume or merge)",
@@ -97,6 +103,7 @@ def _run(name: str, args: argparse.Namespace) -> None:
                 runs_root=args.runs_dir,
                 only=args.only,
                 reuse=args.reuse,
+                budget_factor=args.budget_factor,
             )
         except BenchmarkFailed as exc:
             for r in exc.failed:

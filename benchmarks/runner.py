@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -338,6 +338,19 @@ def _execute_one(run: Run, run_dir: Path, threads: int, say: Callable[[str], Non
     return result
 
 
+def scaled_budgets(runs: Sequence[Run], factor: float) -> list[Run]:
+    """The runs with every budget multiplied by ``factor`` (a reduced budget where the full one
+    does not fit the time at hand; each run's command then shows the budget it really had)."""
+    if not (factor > 0 and math.isfinite(factor)):
+        raise ValueError(f"--budget-factor must be a positive number, got {factor}")
+    if factor == 1.0:
+        return list(runs)
+    return [
+        replace(r, budget={k: round(float(v) * factor, 3) for k, v in r.budget.items()})
+        for r in runs
+    ]
+
+
 def execute(
     bench: Benchmark,
     *,
@@ -347,6 +360,7 @@ def execute(
     runs_root: Path,
     only: str | None = None,
     reuse: bool = False,
+    budget_factor: float = 1.0,
 ) -> list[RunResult]:
     """Run the benchmark's runs (``jobs`` processes at once, ``threads`` threads each) and read
     back every run folder; one :class:`RunResult` per planned run, in the planned order.
@@ -357,7 +371,7 @@ def execute(
     """
     if jobs < 1 or threads < 1:
         raise ValueError(f"jobs and threads must be at least 1, got jobs={jobs}, threads={threads}")
-    runs = bench.planned(scale)
+    runs = scaled_budgets(bench.planned(scale), budget_factor)
     folder = Path(runs_root) / bench.name / scale
     lock = threading.Lock()
 
@@ -490,13 +504,17 @@ def _run_record(result: RunResult, runs_root: Path) -> dict[str, Any]:
     return _portable(record, replace)
 
 
-def bench_command(name: str, scale: str, jobs: int, threads: int, only: str | None) -> str:
+def bench_command(
+    name: str, scale: str, jobs: int, threads: int, only: str | None, budget_factor: float = 1.0
+) -> str:
     """The command that runs the whole benchmark as it ran."""
     args = ["nox", "-s", "bench", "--", name, "--jobs", str(jobs), "--threads", str(threads)]
     if scale != "full":
         args += ["--scale", scale]
     if only:
         args += ["--only", only]
+    if budget_factor != 1.0:
+        args += ["--budget-factor", _number(budget_factor)]
     return shlex.join(args)
 
 
@@ -557,6 +575,7 @@ def run_benchmark(
     only: str | None = None,
     reuse: bool = False,
     results_dir: Path | None = None,
+    budget_factor: float = 1.0,
 ) -> Path:
     """Execute, tabulate and write ``<name>.json`` and ``<name>.md``; returns the json's path.
 
@@ -571,7 +590,8 @@ def run_benchmark(
     env = environment()
     start = time.perf_counter()
     results = execute(
-        bench, scale=scale, jobs=jobs, threads=threads, runs_root=runs_root, only=only, reuse=reuse
+        bench, scale=scale, jobs=jobs, threads=threads, runs_root=runs_root, only=only, reuse=reuse,
+        budget_factor=budget_factor,
     )
     for r in results:
         line = _refusal(r) if r.status == "failed" and r.run.may_refuse else None
@@ -597,7 +617,7 @@ def run_benchmark(
             headline = bench.headline(payload)
         except Exception as exc:
             error = f"headline: {type(exc).__name__}: {exc}"
-    command = bench_command(bench.name, scale, jobs, threads, only)
+    command = bench_command(bench.name, scale, jobs, threads, only, budget_factor)
     data: dict[str, Any] = {
         "format": FORMAT,
         "benchmark": bench.name,
@@ -606,6 +626,7 @@ def run_benchmark(
         "jobs": jobs,
         "threads": threads,
         "only": only,
+        "budget_factor": budget_factor,
         "command": command,
         "complete": len(done) + len(refused) == len(results),
         "elapsed_s": round(time.perf_counter() - start, 1),

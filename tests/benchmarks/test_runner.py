@@ -302,3 +302,18 @@ def test_every_benchmark_runs_tiny_end_to_end(
     md = (out / f"{name}.md").read_text(encoding="utf-8")
     assert all(f"`{r['command']}`" in md for r in data["runs"])
     _no_machine_paths(path.read_text(encoding="utf-8") + md, tmp_path)
+
+
+def test_budget_factor_scales_every_budget_and_shows_in_the_commands():
+    from benchmarks.runner import scaled_budgets
+
+    runs = [
+        Run("a", "vit", ("quick",), budget={"cpu_s": 300}),
+        Run("b", "vit", ("quick",)),
+    ]
+    half = scaled_budgets(runs, 0.5)
+    assert half[0].budget == {"cpu_s": 150.0} and half[1].budget == {}
+    assert "--budget.cpu_s=150" in half[0].command()
+    assert scaled_budgets(runs, 1.0) == runs
+    with pytest.raises(ValueError, match="--budget-factor must be a positive number"):
+        scaled_budgets(runs, 0.0)
