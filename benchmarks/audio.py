@@ -1,185 +1,209 @@
-"""FSDD test accuracy of the Audio Spectrogram Transformer and the CNN baseline at the same CPU budget.
+"""Audio benchmark: the Audio Spectrogram Transformer against the CNN baseline on FSDD, and the
+AST under sliding-window (``local``) attention, each trained for the same CPU time.
 
-Both models train from ``apps/audio/configs/fsdd.yaml`` / ``fsdd_cnn.yaml`` (same features,
-augmentation and recipe) for as many epochs as fit the budget, counted in CPU seconds of this
-process (``time.process_time``), so a busy machine slows a run down without shrinking its compute:
-a few training steps estimate the CPU time of an epoch, the epoch count is set from it (so the
-cosine schedule completes), and a wall-clock ``max_time`` of three budgets stops a runaway run. The last weights are tested on
-the official test split (recording index 0-4). Goal: >= 97 % for the AST.
+Every number comes from one ``attnlab audio fit`` run of a shipped config (``fsdd`` for the AST,
+``fsdd_cnn`` for the CNN; both need ``ATTNLAB_DATA_DIR`` with an ``fsdd/`` folder) with
+``--budget.cpu_s`` bounding the training; fit then tests its best checkpoint on the official
+test split (recordings with index 0-4, 300 clips). The ``local`` run is the ``fsdd`` config with
+``--model.attention.backend local --model.attention.window 6``: the config's frame patches make a
+1 x 24 grid of tokens (40 ms each, hop 20 ms), so a window of 6 patches on each side covers about a
+quarter of a clip; the class token stays global (the AST's default under ``local``).
 
-Environment:
-
-* ``ATTNLAB_DATA_DIR``: folder holding ``fsdd/`` (required).
-* ``ATTNLAB_BENCH_BUDGET_S``: training CPU seconds per model (default 1800).
-* ``ATTNLAB_BENCH_THREADS``: torch threads (default: torch's default).
-* ``ATTNLAB_BENCH_MAX_EPOCHS``: cap on the epochs (default: the config's ``max_epochs``).
-
-Writes ``results/audio.json`` and ``results/audio.md``; ``peak_rss_mb`` is the process's peak
-RSS after training and testing the default (AST) configuration.
+Goals: AST test accuracy >= 97 %, and the AST with ``local`` within 2 points of ``sdpa`` at the
+same budget. ``python -m benchmarks audio`` (``nox -s bench -- audio``) writes
+``results/audio.json`` and ``.md``.
 """
 
 from __future__ import annotations
 
-import os
-import resource
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, environment, environment_markdown, markdown_table, write_results
+from benchmarks.runner import Benchmark, Run, RunResult, results_table
 
-CONFIGS = {"ast": "fsdd.yaml", "cnn": "fsdd_cnn.yaml"}
+BUDGET_CPU_S = 300  # training CPU seconds per run, as in the published table
+LOCAL_WINDOW = 6  # patches on each side of a query, of the fsdd config's 24
+GOAL_AST = 0.97
+GOAL_LOCAL_GAP_POINTS = 2.0
+# The smoke scale: the quick config (generated DTMF clips) for 3 CPU seconds.
+TINY_BUDGET_CPU_S = 3
+TINY_OVERRIDES = ("--data.n_synthetic=240", "--figure_every=0")
 
-
-def _config(name: str) -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load((ROOT / "apps" / "audio" / "configs" / name).read_text(encoding="utf-8"))
-
-
-def _run(arch: str, budget_s: float, max_epochs_cap: int | None) -> dict[str, Any]:
-    import lightning.pytorch as pl
-    import torch
-    from attnlab_audio import AudioData, AudioModule
-
-    cfg = _config(CONFIGS[arch])
-    pl.seed_everything(0, verbose=False)
-    dm = AudioData(**cfg["data"])
-    t0 = time.perf_counter()
-    dm.setup("fit")
-    setup_s = time.perf_counter() - t0
-    module = AudioModule(**cfg["model"])
-    module.model.normalize.set_stats(*dm.feature_stats)  # type: ignore[misc,operator]
-
-    # calibration: a few optimizer steps on real batches (features included), then discarded
-    probe = AudioModule(**cfg["model"])
-    opt = torch.optim.AdamW(probe.parameters(), lr=1e-4)
-    loader = dm.train_dataloader()
-    it = iter(loader)
-    times = []
-    for i in range(4):
-        t = time.process_time()
-        x, y = next(it)
-        loss = torch.nn.functional.cross_entropy(probe.model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i:
-            times.append(time.process_time() - t)
-    step_s = sorted(times)[len(times) // 2]
-    epoch_s = step_s * len(loader) * 1.15  # + validation, logging
-    epochs = max(1, int(budget_s // epoch_s))
-    cap = max_epochs_cap or int(cfg["trainer"].get("max_epochs", 40))
-    epochs = min(epochs, cap)
-    trainer = pl.Trainer(
-        # the module writes its test report and figures here; keep them out of the checkout
-        default_root_dir=tempfile.mkdtemp(prefix=f"attnlab-bench-audio-{arch}-"),
-        accelerator="cpu",
-        devices=1,
-        max_epochs=epochs,
-        max_time={"seconds": int(budget_s * 3)},
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        deterministic=True,
-        num_sanity_val_steps=0,
-    )
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    trainer.fit(module, datamodule=dm)
-    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
-    val = trainer.callback_metrics.get("val/acc")
-    test = trainer.test(module, datamodule=dm, verbose=False)[0]
-    return {
-        "arch": arch,
-        "config": f"apps/audio/configs/{CONFIGS[arch]}",
-        "params": sum(p.numel() for p in module.model.parameters()),
-        "epochs_planned": epochs,
-        "epochs_run": trainer.current_epoch,
-        "step_s_calibrated": round(step_s, 4),
-        "train_s": round(train_s, 1),
-        "train_cpu_s": round(train_cpu_s, 1),
-        "feature_setup_s": round(setup_s, 1),
-        "val_acc": None if val is None else round(float(val), 4),
-        "test_acc": round(float(test["test/acc"]), 4),
-        "test_loss": round(float(test["test/loss"]), 4),
-        "splits": dm.state_summary(),
-    }
+MODELS = {
+    "ast": "Audio Spectrogram Transformer",
+    "cnn": "CNN baseline (no attention)",
+}
 
 
-def main() -> None:
-    import torch
-
-    data = os.environ.get("ATTNLAB_DATA_DIR")
-    if not data or not (Path(data) / "fsdd").is_dir():
-        raise SystemExit("benchmark audio: set ATTNLAB_DATA_DIR to a folder holding fsdd/")
-    budget = float(os.environ.get("ATTNLAB_BENCH_BUDGET_S", "1800"))
-    cap = os.environ.get("ATTNLAB_BENCH_MAX_EPOCHS")
-    threads = os.environ.get("ATTNLAB_BENCH_THREADS")
-    if threads:
-        torch.set_num_threads(int(threads))
-    runs = []
-    peak = None
-    for arch in ("ast", "cnn"):
-        print(f"audio benchmark: training {arch} for at most {budget:.0f} s", flush=True)
-        runs.append(_run(arch, budget, int(cap) if cap else None))
-        if arch == "ast":  # the default configuration's high-water mark
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(
-            f"  {arch}: test acc {runs[-1]['test_acc']:.4f} in {runs[-1]['train_s']} s", flush=True
-        )
-    ast = runs[0]
-    result = {
-        "benchmark": "audio",
-        "task": "FSDD spoken digits, official split (index 0-4 test), 10 classes",
-        "budget_s_per_model": budget,
-        "default_budget_s": 1800,
-        "reduced_budget": budget < 1800,
-        "goal": {"metric": "ast test_acc", "target": 0.97, "met": ast["test_acc"] >= 0.97},
-        "runs": runs,
-        "peak_rss_mb": None if peak is None else round(peak, 1),
-        "environment": environment(),
-    }
-    rows = [
-        [r["arch"], r["params"], f"{r['epochs_run']}/{r['epochs_planned']}", r["train_cpu_s"],
-         r["train_s"], r["val_acc"], r["test_acc"]]
-        for r in runs
-    ]  # fmt: skip
-    note = (
-        f"Same training budget per model: {budget:.0f} CPU seconds (epochs planned from it)"
-        + (
-            " (reduced from the default 1800 s; see ATTNLAB_BENCH_BUDGET_S)"
-            if budget < 1800
-            else ""
-        )
-        + f". Goal: AST test accuracy >= 97 % ({'met' if result['goal']['met'] else 'not met'})."
-    )
-    md = "\n\n".join(
-        [
-            "# audio: AST vs CNN on FSDD at the same CPU budget",
-            note,
-            markdown_table(
-                [
-                    "model",
-                    "params",
-                    "epochs run/planned",
-                    "train CPU s",
-                    "wall s",
-                    "val acc",
-                    "test acc",
-                ],
-                rows,
-                align=["l", "r", "r", "r", "r", "r", "r"],
-            ),
-            f"Peak RSS after the AST run: {result['peak_rss_mb']} MiB.",
-            "## Environment",
-            environment_markdown(result["environment"]),
+def runs(scale: str) -> list[Run]:
+    if scale == "tiny":
+        return [
+            Run(
+                name=f"quick-{arch}",
+                app="audio",
+                configs=("quick",),
+                overrides=(*TINY_OVERRIDES, f"--model.arch={arch}"),
+                budget={"cpu_s": TINY_BUDGET_CPU_S},
+                labels={
+                    "dataset": "quick",
+                    "model": arch,
+                    "attention": "sdpa" if arch == "ast" else None,
+                },
+            )
+            for arch in ("ast", "cnn")
         ]
+    local = (
+        "--model.attention.backend=local",
+        f"--model.attention.window={LOCAL_WINDOW}",
     )
-    write_results("audio", result, md)
-    print(md)
+    return [
+        Run(
+            name="fsdd-ast",
+            app="audio",
+            configs=("fsdd",),
+            budget={"cpu_s": BUDGET_CPU_S},
+            needs_data=True,
+            labels={"dataset": "fsdd", "model": "ast", "attention": "sdpa"},
+        ),
+        Run(
+            name="fsdd-cnn",
+            app="audio",
+            configs=("fsdd_cnn",),
+            budget={"cpu_s": BUDGET_CPU_S},
+            needs_data=True,
+            labels={"dataset": "fsdd", "model": "cnn", "attention": None},
+        ),
+        Run(
+            name="fsdd-ast-local",
+            app="audio",
+            configs=("fsdd",),
+            overrides=local,
+            budget={"cpu_s": BUDGET_CPU_S},
+            needs_data=True,
+            labels={
+                "dataset": "fsdd",
+                "model": "ast",
+                "attention": f"local (window {LOCAL_WINDOW})",
+            },
+        ),
+    ]
 
 
-if __name__ == "__main__":
-    main()
+def _row(result: RunResult) -> dict[str, Any]:
+    train = result.train
+    return {
+        "run": result.run.name,
+        **result.run.labels,
+        "command": result.run.command(),
+        "test_acc": result.metric("test/acc"),
+        "val_acc": (result.metrics.get("best") or {}).get("val/acc"),
+        "samples_per_cpu_s": train.get("samples_per_cpu_s"),
+        "train_cpu_s": train.get("cpu_s"),
+        "steps": train.get("steps"),
+        "epochs": train.get("epochs"),
+        "stopped_by": result.stopped_by,
+    }
+
+
+def _find(rows: list[dict[str, Any]], model: str, sdpa: bool) -> dict[str, Any] | None:
+    """The run of ``model`` with (``sdpa``) or without the default attention."""
+    for row in rows:
+        if row["model"] == model and (row.get("attention") in ("sdpa", None)) == sdpa:
+            return row
+    return None
+
+
+def tabulate(results: list[RunResult]) -> tuple[dict[str, Any], str]:
+    rows = [_row(r) for r in results]
+    ast, local = _find(rows, "ast", True), _find(rows, "ast", False)
+    ast_acc = ast["test_acc"] if ast else None
+    goal = {
+        "metric": "ast test accuracy",
+        "target": GOAL_AST,
+        "value": ast_acc,
+        "met": None if ast_acc is None else ast_acc >= GOAL_AST,
+    }
+    gap = None
+    if ast_acc is not None and local is not None and local["test_acc"] is not None:
+        gap = round(100.0 * (ast_acc - local["test_acc"]), 2)
+    local_goal = {
+        "metric": "points of test accuracy the AST loses with local attention",
+        "target": GOAL_LOCAL_GAP_POINTS,
+        "value": gap,
+        "met": None if gap is None else gap <= GOAL_LOCAL_GAP_POINTS,
+    }
+    datasets = {row["dataset"] for row in rows}
+    payload = {
+        "dataset": "FSDD" if datasets == {"fsdd"} else ", ".join(sorted(datasets)),
+        "rows": rows,
+        "goal": goal,
+        "local_goal": local_goal,
+    }
+
+    def pct(value: Any) -> str:
+        return "" if value is None else f"{100 * float(value):.1f} %"
+
+    def num(value: Any, digits: int = 0) -> str:
+        return "" if value is None else f"{float(value):.{digits}f}"
+
+    by_name = {r.run.name: row for r, row in zip(results, rows)}
+    table = results_table(
+        results,
+        {
+            "run": lambda r: r.run.name,
+            "model": lambda r: MODELS.get(str(r.run.labels.get("model")), "?"),
+            "attention": lambda r: r.run.labels.get("attention") or "none",
+            "test acc": lambda r: pct(by_name[r.run.name]["test_acc"]),
+            "best val acc": lambda r: pct(by_name[r.run.name]["val_acc"]),
+            "samples / CPU s": lambda r: num(by_name[r.run.name]["samples_per_cpu_s"]),
+            "train CPU s": lambda r: num(by_name[r.run.name]["train_cpu_s"]),
+            "epochs": lambda r: num(by_name[r.run.name]["epochs"], 1),
+            "stopped by": lambda r: by_name[r.run.name]["stopped_by"] or "",
+        },
+        ["l", "l", "l", "r", "r", "r", "r", "r", "l"],
+    )
+    notes = [
+        "Test accuracy of the best checkpoint (by validation accuracy) on the test split; "
+        "FSDD: the official split, recordings 0-4 of every speaker and digit (300 clips).",
+        f"Goal: AST test accuracy >= {100 * GOAL_AST:.0f} % ({_verdict(goal['met'])}); AST with "
+        f"`local` attention within {GOAL_LOCAL_GAP_POINTS:g} points of `sdpa` at the same budget "
+        f"({_verdict(local_goal['met'])}" + ("" if gap is None else f", {gap:+.1f} points") + ").",
+    ]
+    return payload, "\n\n".join([table, *notes])
+
+
+def _verdict(met: bool | None) -> str:
+    return "not measured" if met is None else ("met" if met else "not met")
+
+
+def headline(payload: dict[str, Any]) -> str:
+    parts = []
+    for row in payload["rows"]:
+        name = str(row["model"])
+        if row.get("attention") not in ("sdpa", None):
+            name += f" {row['attention']}"
+        if row.get("test_acc") is not None:
+            parts.append(f"{name} {100 * row['test_acc']:.1f} %")
+    goal, local = payload["goal"], payload["local_goal"]
+    text = f"{payload['dataset']} test accuracy: " + ", ".join(parts)
+    text += f" (goal AST >= {100 * goal['target']:.0f} %: {_verdict(goal['met'])}"
+    if local["value"] is not None:
+        text += f"; local within {local['target']:g} points of sdpa: {_verdict(local['met'])}"
+    return text + ")"
+
+
+BENCHMARK = Benchmark(
+    name="audio",
+    title="audio: AST vs CNN on FSDD, and the AST with local attention, at the same CPU budget",
+    runs=runs,
+    tabulate=tabulate,
+    headline=headline,
+    anchors=(
+        {
+            "what": "our goal for the AST (no published AST result on FSDD)",
+            "value": f">= {100 * GOAL_AST:.0f} % test accuracy",
+            "protocol": "FSDD official split (recordings 0-4 test), trained from scratch, "
+            f"{BUDGET_CPU_S} CPU s",
+            "source": "attnlab",
+        },
+    ),
+)

@@ -10,7 +10,7 @@ from attnlab_audio.draw import patch_map_to_pixels
 from attnlab_audio.model import AudioSpectrogramTransformer, create_model, patch_grid
 from attnlab_audio.module import AudioModule
 
-from attention_core import capture_attention
+from attention_core import AttentionConfig, capture_attention
 
 TINY_AST = dict(
     n_mels=24,
@@ -46,17 +46,52 @@ def test_ast_grid_tokens_and_positions() -> None:
     assert tokens.shape == (2, 21, 32)
 
 
-@pytest.mark.parametrize("backend,extra", [("math", {}), ("linformer", {}), ("linear", {})])
-def test_backends_are_selectable(backend: str, extra: dict) -> None:
-    model = create_model("ast", **{**TINY_AST, "backend": backend, "backend_kwargs": extra})
-    assert model.encoder.blocks[0].attn.backend == backend
+@pytest.mark.parametrize(
+    "attention",
+    [
+        AttentionConfig("math"),
+        AttentionConfig("linformer", proj_dim=8),
+        AttentionConfig("linear"),
+        AttentionConfig("local", window=2),
+    ],
+    ids=lambda a: a.backend,
+)
+def test_backends_are_selectable(attention: AttentionConfig) -> None:
+    model = create_model("ast", **TINY_AST, attention=attention)
+    assert model.encoder.blocks[0].attn.backend == attention.backend
     assert model(torch.randn(2, 1, 24, 20)).shape == (2, 5)
+
+
+def test_linformer_projects_every_token_and_local_makes_the_class_token_global() -> None:
+    model = create_model("ast", **TINY_AST, attention=AttentionConfig("linformer"))
+    assert model.encoder.blocks[0].attn.backend_kwargs["seq_len"] == 1 + 20  # class + 5x4 grid
+    local = create_model("ast", **TINY_AST, attention=AttentionConfig("local", window=2))
+    assert local.attention.global_tokens == 1 and local.attention.pos == "learned"
+    window_only = AttentionConfig("local", window=2, global_tokens=0)
+    assert create_model("ast", **TINY_AST, attention=window_only).attention.global_tokens == 0
+
+
+@pytest.mark.parametrize("pos", ["none", "sincos2d", "rope2d"])
+def test_positions_replace_the_learned_table(pos: str) -> None:
+    model = create_model("ast", **TINY_AST, attention=AttentionConfig(pos=pos))
+    assert model.pos_embed is None
+    in_attention = model.encoder.blocks[0].attn.pos
+    assert (in_attention is not None) == (pos == "rope2d")
+    assert (model.pos_add is not None) == (pos == "sincos2d")
+    x = torch.randn(2, 1, 24, 20)
+    assert torch.isfinite(model(x)).all()
+
+
+@pytest.mark.parametrize("pos", ["alibi", "rope", "sincos"])
+def test_one_dimensional_positions_are_refused_on_the_grid(pos: str) -> None:
+    with pytest.raises(ValueError, match=f"pos '{pos}' is not available here"):
+        create_model("ast", **TINY_AST, attention=AttentionConfig(pos=pos))
 
 
 def test_sdpa_matches_math_backend() -> None:
     torch.manual_seed(0)
-    a = create_model("ast", **{**TINY_AST, "backend": "sdpa"}).eval()
-    b = create_model("ast", **{**TINY_AST, "backend": "math"}).eval()
+    a = create_model("ast", **TINY_AST, attention=AttentionConfig("sdpa")).eval()
+    b = create_model("ast", **TINY_AST, attention=AttentionConfig("math")).eval()
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 1, 24, 20)
     torch.testing.assert_close(a(x), b(x), atol=1e-5, rtol=1e-5)

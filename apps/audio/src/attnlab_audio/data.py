@@ -358,8 +358,14 @@ class AudioData(AttnlabDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         seed: int = 0,
+        eval_batch_size: int | None = None,
     ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        super().__init__(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            eval_batch_size=eval_batch_size,
+        )
         if dataset not in DATASETS:
             raise ValueError(f"unknown --data.dataset {dataset!r}; choose one of {list(DATASETS)}")
         if dataset == "folder" and not root:

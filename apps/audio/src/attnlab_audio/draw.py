@@ -54,7 +54,9 @@ def draw(ctx: FigureContext) -> list[tuple[str, Figure]]:
     specs = [s[0].flip(0) for s in x]  # (F, T), low frequencies at the bottom
     labels = ctx.batch[1].tolist()
     preds = ctx.output.argmax(-1).tolist()
-    titles = [f"true {module._name(t)} / pred {module._name(p)}" for t, p in zip(labels, preds)]
+    titles = [
+        f"true {module.class_name(t)} / pred {module.class_name(p)}" for t, p in zip(labels, preds)
+    ]
 
     def to_pixels(cls_row: Tensor) -> list[Tensor]:
         px = patch_map_to_pixels(
@@ -129,7 +131,7 @@ def atlas(ctx: FigureContext) -> list[Panel]:
         image = (spec - spec.min()) / (spec.max() - spec.min()).clamp_min(1e-6)
         panels.append(
             OverlayPanel(
-                f"true {module._name(labels[b])} / predicted {module._name(preds[b])}",
+                f"true {module.class_name(labels[b])} / predicted {module.class_name(preds[b])}",
                 image,
                 cells,
                 layer_head_views([m[b] for m in maps], read),

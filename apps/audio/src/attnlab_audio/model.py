@@ -4,8 +4,13 @@ Both take dB features (B, 1, n_mels, frames), normalize them with the training s
 standard deviation (buffers, so checkpoints and exports carry them) and return logits.
 
 The AST (Gong et al., 2021) cuts the spectrogram into *overlapping* patches (stride < patch),
-embeds them with one convolution, adds a class token and learned 2-D positions initialised from
-a sin-cos table, and runs ``attention_core``'s ``TransformerEncoder`` with a selectable backend.
+embeds them with one convolution, adds a class token (no distillation token: there is no teacher)
+and positions, and runs ``attention_core``'s ``TransformerEncoder`` with the attention its
+``AttentionConfig`` selects. Positions (``attention.pos``): ``learned`` (the default: a learned
+table initialised from a 2-D sin-cos one), ``sincos2d`` (that table, fixed), ``rope2d`` (2-D
+rotary, inside attention) or ``none``; 1-D schemes and ALiBi have no meaning on a 2-D grid. Under
+``local`` attention the class token is global by default (``global_tokens=1``): with a window
+alone it would gather only the patches next to it and the head would classify from a corner.
 Patches are square (an int) or rectangular ([frequency, time]); a patch spanning every mel band
 (``[n_mels, k]``, the frame patches of SSAST, Gong et al., 2022) gives one token per few frames.
 On a few thousand short speech clips (FSDD) those frame tokens train several times faster than
@@ -20,9 +25,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attention_core import TransformerEncoder, sincos_2d_table
+from attention_core import AttentionConfig, TransformerEncoder, build_position, sincos_2d_table
 
 __all__ = [
+    "AST_POSITIONS",
     "ASTConfig",
     "AudioSpectrogramTransformer",
     "CNNBaseline",
@@ -34,6 +40,9 @@ __all__ = [
 
 
 PatchSize = int | tuple[int, int] | list[int]
+
+# Position schemes of the AST's 2-D patch grid; the first is the default.
+AST_POSITIONS = ("learned", "none", "sincos2d", "rope2d")
 
 
 def as_pair(value: PatchSize, name: str) -> tuple[int, int]:
@@ -99,8 +108,7 @@ class ASTConfig:
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.1
-    backend: str = "sdpa"
-    backend_kwargs: dict[str, Any] = field(default_factory=dict)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -115,24 +123,41 @@ class ASTConfig:
 class AudioSpectrogramTransformer(nn.Module):
     """Overlapping patches + class token + 2-D positions + transformer encoder + linear head."""
 
+    num_prefix_tokens = 1  # the class token
+
     def __init__(self, cfg: ASTConfig):
         super().__init__()
         self.cfg = cfg
         self.grid_size = cfg.grid_size
         dim = cfg.embed_dim
+        # The model's defaults (learned positions; the class token global under `local`), then
+        # what a spectrogram grid can take: one-line errors here, before anything is built.
+        self.attention = (
+            AttentionConfig.coerce(cfg.attention)
+            .resolved(pos=AST_POSITIONS[0], global_tokens=self.num_prefix_tokens)
+            .check(
+                where="AST self-attention over a 2-D patch grid", grid=True, positions=AST_POSITIONS
+            )
+        )
+        pos = self.attention.pos
         self.normalize = _Normalize()
         self.patch_embed = nn.Conv2d(
             1, dim, as_pair(cfg.patch_size, "patch_size"), as_pair(cfg.patch_stride, "patch_stride")
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        table = sincos_2d_table(dim, self.grid_size)  # (N, dim): rows = frequency, cols = time
-        self.pos_embed = nn.Parameter(
-            torch.cat([torch.zeros(1, dim), table])[None]
-        )  # (1, 1+N, dim)
+        in_attention = None
+        self.pos_add: nn.Module | None = None
+        if pos == "learned":  # timm's name, initialised from the fixed 2-D table
+            table = sincos_2d_table(dim, self.grid_size)  # (N, dim): rows = frequency, cols = time
+            table = torch.cat([torch.zeros(1, dim), table])  # (1+N, dim): class token first
+            self.pos_embed = nn.Parameter(table[None])  # (1, 1+N, dim)
+        else:
+            self.register_parameter("pos_embed", None)
+            self.pos_add, in_attention = build_position(
+                str(pos), dim=dim, num_heads=cfg.num_heads, max_len=1 + cfg.num_patches,
+                grid=self.grid_size, num_prefix_tokens=self.num_prefix_tokens,
+            )  # fmt: skip
         self.pos_drop = nn.Dropout(cfg.drop_rate)
-        kwargs = dict(cfg.backend_kwargs)
-        if cfg.backend == "linformer":
-            kwargs.setdefault("seq_len", cfg.num_patches + 1)
         self.encoder = TransformerEncoder(
             dim,
             cfg.depth,
@@ -141,8 +166,9 @@ class AudioSpectrogramTransformer(nn.Module):
             drop_path_rate=cfg.drop_path_rate,
             proj_drop=cfg.drop_rate,
             attn_drop=cfg.attn_drop_rate,
-            backend=cfg.backend,
-            **kwargs,
+            attention=self.attention,
+            pos=in_attention,
+            seq_len=1 + cfg.num_patches,
         )
         self.head = nn.Linear(dim, cfg.num_classes)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -160,8 +186,12 @@ class AudioSpectrogramTransformer(nn.Module):
         p = self.patch_embed(x)  # (B, dim, gf, gt)
         p = p.flatten(2).transpose(1, 2)  # (B, gf*gt, dim), frequency-major like the pos table
         cls = self.cls_token.expand(p.shape[0], -1, -1)  # (B, 1, dim)
-        z = self.pos_drop(torch.cat([cls, p], dim=1) + self.pos_embed)  # (B, 1+N, dim)
-        return self.encoder(z)
+        z = torch.cat([cls, p], dim=1)  # (B, 1+N, dim)
+        if self.pos_embed is not None:
+            z = z + self.pos_embed
+        elif self.pos_add is not None:
+            z = self.pos_add(z)
+        return self.encoder(self.pos_drop(z))
 
     def classify(self, x: Tensor) -> Tensor:
         """Normalized features (B, 1, F, T) -> logits (B, num_classes)."""
