@@ -15,8 +15,8 @@ from reliability_cases import epoch_rows
 
 STEPS = 3
 CASES = [
-    pytest.param("forecast", "long_input", "val/mse", ("--model.backend", "local"), id="forecast-4096-local"),
-    pytest.param("recsys", "long_history", "val/ndcg@10", ("--model.backend", "linear"), id="recsys-1000-linear"),
+    pytest.param("forecast", "long_input", "val/mse", ("--model.attention.backend", "local"), id="forecast-4096-local"),
+    pytest.param("recsys", "long_history", "val/ndcg@10", ("--model.attention.backend", "linear"), id="recsys-1000-linear"),
 ]  # fmt: skip
 
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from attnlab_recommender.model import RecConfig, SequentialRecommender, last_window
+from attnlab_recommender.model import POSITIONS, RecConfig, SequentialRecommender, last_window
 
 from attnlab.export import export_model
 
@@ -56,15 +56,18 @@ def test_padding_does_not_change_sasrec_scores() -> None:
     torch.testing.assert_close(short, padded)
 
 
-def test_padding_does_not_change_bert4rec_scores() -> None:
-    model = _model("bert4rec").eval()
+@pytest.mark.parametrize("pos", POSITIONS)
+def test_padding_does_not_change_bert4rec_scores(pos: str) -> None:
+    model = _model("bert4rec", attention={"pos": pos}).eval()
     torch.testing.assert_close(
         model(torch.tensor([[3, 4, 5]])), model(torch.tensor([[3, 4, 5, 0, 0]]))
     )
 
 
-def test_kv_cache_equals_full_recomputation() -> None:
-    model = _model().eval()
+@pytest.mark.parametrize("pos", POSITIONS)
+def test_kv_cache_equals_full_recomputation(pos: str) -> None:
+    # Positions of cached steps continue where the cache ends (tables, rotations and biases).
+    model = _model(attention={"pos": pos}).eval()
     hist = torch.tensor([[5, 9, 2, 7, 30, 11], [1, 2, 3, 4, 5, 6]])
     cache = model.new_cache()
     with torch.no_grad():
@@ -73,6 +76,16 @@ def test_kv_cache_equals_full_recomputation() -> None:
             step = model.extend(hist[:, t : t + 1], cache)
             full = model(hist[:, : t + 1])
             torch.testing.assert_close(step[:, 1:], full[:, 1:], atol=1e-5, rtol=1e-5)
+
+
+def test_positions_enter_where_they_belong() -> None:
+    assert isinstance(_model().pos_embedding, torch.nn.Embedding)  # the default: learned
+    assert _model(attention={"pos": "sincos"}).pos_embedding is not None
+    for pos in ("none", "rope", "alibi"):
+        model = _model(attention={"pos": pos})
+        assert model.pos_embedding is None
+        assert (model.encoder.blocks[0].attn.pos is None) == (pos == "none")
+    assert not any("pos" in n for n, _ in _model(attention={"pos": "sincos"}).named_parameters())
 
 
 def test_backends_agree() -> None:
@@ -99,9 +112,12 @@ def test_long_histories_are_truncated_and_max_len_is_checked() -> None:
     assert big(torch.randint(1, 6, (1, 1000))).shape == (1, 6)
 
 
+@pytest.mark.parametrize("kind", ["sasrec", "bert4rec"])
 @pytest.mark.parametrize("fmt", ["torch-export", "onnx"])
-def test_export_parity(tmp_path: Path, fmt: str) -> None:
-    model = _model().eval()
+def test_export_parity(tmp_path: Path, fmt: str, kind: str) -> None:
+    # sdpa (the default) for both: BERT4Rec's key-padding mask exports too, and matches eager.
+    model = _model(kind).eval()
+    assert model.encoder.blocks[0].attn.backend == "sdpa"
     diff = export_model(
         model, (HIST,), fmt, tmp_path / f"m.{'pt2' if fmt == 'torch-export' else 'onnx'}"
     )

@@ -116,6 +116,14 @@ def test_predict_history_file_excludes_seen_items(seq_file: Path, tmp_path: Path
     assert len(alice) == 3 and not {"10", "11"} & set(alice)
 
 
+def test_bert4rec_exports_with_parity(tmp_path: Path) -> None:
+    module = RecModule(model="bert4rec", num_items=30, **TINY).eval()
+    diff = export_model(
+        module.export_model(), module.example_inputs(), "torch-export", tmp_path / "m.pt2"
+    )
+    assert diff < 1e-4
+
+
 def _cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(

@@ -571,7 +571,12 @@ class RecDataModule(AttnlabDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        super().__init__(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            eval_batch_size=eval_batch_size,
+        )
         known = ("synthetic", "interactions", "sequences", *DATASETS)
         if dataset not in known:
             raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(known)}")
@@ -589,7 +594,6 @@ class RecDataModule(AttnlabDataModule):
         self.synthetic_kwargs = dict(synthetic or {})
         self.predict_history = predict_history
         self.predict_users = predict_users
-        self.eval_batch_size = eval_batch_size
         self.data: SequenceData | None = None
         self.splits: Split | None = None
         self.generator: TasteDrift | None = None
@@ -707,11 +711,7 @@ class RecDataModule(AttnlabDataModule):
 
     def _eval_loader(self, dataset: Any, stage: str) -> Any:
         self.collate_fn = collate_eval
-        size, self.batch_size = self.batch_size, self.eval_batch_size
-        try:
-            return self._loader(dataset, stage)
-        finally:
-            self.batch_size = size
+        return self._loader(dataset, stage)  # eval_batch_size: AttnlabDataModule's
 
     def val_dataloader(self) -> Any:
         return self._eval_loader(self.val_set, "validation")

@@ -17,12 +17,12 @@ __all__ = ["atlas", "draw"]
 
 
 def draw(ctx: FigureContext) -> list[tuple[str, Figure]]:
+    maps = list(ctx.maps)
+    if not maps:  # a counting baseline has no attention to draw
+        return []
     history = ctx.batch["history"]
     module = ctx.module
     kind = module.net.cfg.kind
-    maps = list(ctx.maps)
-    if not maps:
-        return []
     panels, titles = [], []
     for b in range(history.shape[0]):
         n = int((history[b] > 0).sum())
@@ -47,10 +47,10 @@ def atlas(ctx: FigureContext) -> list[Panel]:
     position that predicts the next item (SASRec: the last item; BERT4Rec: the appended
     [MASK]); rollout, each layer's head mean and each head."""
     module: Any = ctx.module
-    cfg = module.net.cfg
     maps = list(ctx.maps)  # each (B, H, W, W)
-    if not maps:
+    if not maps:  # a counting baseline has no attention to draw
         return []
+    cfg = module.net.cfg
     bert = cfg.kind == "bert4rec"
     seq = last_window(ctx.batch["history"].cpu(), cfg.max_len - int(bert))  # (B, W) as the model
     item_ids = module.item_ids or []

@@ -4,6 +4,10 @@ Sequences are right-padded with item 0. SASRec runs causal attention, so real po
 see the padding to their right and no padding mask is needed; that keeps the encoder on the
 fused, export-safe path and makes incremental scoring with a KV cache exact. BERT4Rec is
 bidirectional and masks padded keys.
+
+The attention is one ``AttentionConfig`` (``--model.attention.*``): any backend that fits the
+model (SASRec is causal, so not ``linformer``) and any 1-D position scheme, by default the learned
+table both papers use.
 """
 
 from __future__ import annotations
@@ -14,11 +18,46 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attention_core import KVCache, TransformerEncoder
+from attention_core import (
+    AttentionConfig,
+    KVCache,
+    TransformerEncoder,
+    build_position,
+    get_backend,
+)
 
-__all__ = ["MODELS", "RecConfig", "SequentialRecommender", "last_window"]
+__all__ = [
+    "DEFAULT_POS",
+    "MODELS",
+    "POSITIONS",
+    "RecConfig",
+    "SequentialRecommender",
+    "last_window",
+    "model_attention",
+]
 
 MODELS = ("sasrec", "bert4rec")
+# Items form a 1-D sequence: every 1-D scheme applies; the grid schemes (sincos2d, rope2d) do not.
+POSITIONS = ("none", "learned", "sincos", "rope", "alibi")
+DEFAULT_POS = "learned"  # SASRec's and BERT4Rec's own learned table
+
+
+def model_attention(
+    attention: AttentionConfig | dict | str | None, kind: str, attn_dropout: float = 0.0
+) -> AttentionConfig:
+    """The attention setting with this model's defaults filled in, checked against what the
+    model is (SASRec causal, BERT4Rec bidirectional); an invalid combination is a ValueError."""
+    if kind not in MODELS:
+        raise ValueError(f"unknown model {kind!r}; choose one of {MODELS}")
+    cfg = AttentionConfig.coerce(attention).resolved(pos=DEFAULT_POS)
+    where = "SASRec self-attention" if kind == "sasrec" else "BERT4Rec self-attention"
+    cfg.check(where=where, causal=kind == "sasrec", positions=POSITIONS)
+    if attn_dropout > 0 and not get_backend(cfg.backend).dropout:
+        raise ValueError(
+            f"{where}: backend {cfg.backend!r} has no attention matrix to drop out; "
+            f"set --model.attn_dropout 0 (got {attn_dropout})"
+        )
+    return cfg
 
 
 @dataclass
@@ -29,6 +68,9 @@ class RecConfig:
     added, as SASRec does (Kang & McAuley 2018). Both tables start at std 0.02, so unscaled the
     positions weigh as much as the items; on Beauty the scaled model reaches a higher validation
     NDCG@10 (see benchmarks/recsys.py).
+
+    ``attention`` (an ``AttentionConfig``, a dict or a backend name) is resolved and checked
+    for ``kind`` when the config is made.
     """
 
     num_items: int
@@ -40,7 +82,7 @@ class RecConfig:
     mlp_ratio: float = 2.0
     dropout: float = 0.2
     attn_dropout: float = 0.2
-    backend: str = "sdpa"
+    attention: AttentionConfig | None = None
     scale_item_embeddings: bool = True
 
     def __post_init__(self) -> None:
@@ -50,6 +92,7 @@ class RecConfig:
             raise ValueError(f"max_len must be in [2, 4096], got {self.max_len}")
         if self.num_items < 1:
             raise ValueError(f"num_items must be >= 1, got {self.num_items}")
+        self.attention = model_attention(self.attention, self.kind, self.attn_dropout)
 
 
 def last_window(seq: Tensor, width: int) -> Tensor:
@@ -65,14 +108,28 @@ def last_window(seq: Tensor, width: int) -> Tensor:
 
 
 class SequentialRecommender(nn.Module):
-    """Item + position embeddings -> transformer encoder -> scores over all items (tied weights)."""
+    """Item + position embeddings -> transformer encoder -> scores over all items (tied weights).
+
+    Positions (``cfg.attention.pos``): ``learned`` is an ``nn.Embedding`` table named
+    ``pos_embedding`` (as in checkpoints written before the setting existed), ``sincos`` a fixed
+    table added to the embeddings, ``rope``/``alibi`` applied inside every attention layer,
+    ``none`` nothing (then only SASRec's causal mask tells positions apart).
+    """
 
     def __init__(self, cfg: RecConfig):
         super().__init__()
         self.cfg = cfg
+        att = cfg.attention
+        assert att is not None and att.pos is not None  # resolved by RecConfig
         self.mask_token = cfg.num_items + 1  # used by BERT4Rec only
         self.item_embedding = nn.Embedding(cfg.num_items + 2, cfg.dim, padding_idx=0)
-        self.pos_embedding = nn.Embedding(cfg.max_len, cfg.dim)
+        self.pos_embedding: nn.Module | None
+        if att.pos == "learned":
+            self.pos_embedding, in_attention = nn.Embedding(cfg.max_len, cfg.dim), None
+        else:
+            self.pos_embedding, in_attention = build_position(
+                att.pos, dim=cfg.dim, num_heads=cfg.num_heads, max_len=cfg.max_len
+            )
         self.drop = nn.Dropout(cfg.dropout)
         self.encoder = TransformerEncoder(
             cfg.dim,
@@ -81,10 +138,13 @@ class SequentialRecommender(nn.Module):
             cfg.mlp_ratio,
             proj_drop=cfg.dropout,
             attn_drop=cfg.attn_dropout,
-            backend=cfg.backend,
+            attention=att,
+            pos=in_attention,
+            seq_len=cfg.max_len,  # linformer's projections span the longest input
         )
         nn.init.normal_(self.item_embedding.weight, std=0.02)
-        nn.init.normal_(self.pos_embedding.weight, std=0.02)
+        if isinstance(self.pos_embedding, nn.Embedding):
+            nn.init.normal_(self.pos_embedding.weight, std=0.02)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
 
@@ -100,11 +160,15 @@ class SequentialRecommender(nn.Module):
                 f"{start + length} positions exceed max_len={self.cfg.max_len}; truncate the "
                 "history (last_window) or build the model with a larger max_len"
             )
-        pos = torch.arange(start, start + length, device=seq.device)
-        items = self.item_embedding(seq)  # (B, L, dim)
+        x = self.item_embedding(seq)  # (B, L, dim)
         if self.cfg.scale_item_embeddings:
-            items = items * self.cfg.dim**0.5
-        return self.drop(items + self.pos_embedding(pos)[None])
+            x = x * self.cfg.dim**0.5
+        if isinstance(self.pos_embedding, nn.Embedding):
+            pos = torch.arange(start, start + length, device=seq.device)
+            x = x + self.pos_embedding(pos)[None]  # (1, L, dim) broadcast over the batch
+        elif self.pos_embedding is not None:  # a fixed sin-cos table
+            x = self.pos_embedding(x, offset=start)
+        return self.drop(x)
 
     def encode(self, seq: Tensor) -> Tensor:
         """Hidden states (B, L, dim) of a right-padded batch (B, L)."""

@@ -1,9 +1,12 @@
-"""The LightningModule: SASRec (CE, BCE or gBCE) and BERT4Rec on one full-ranking evaluation."""
+"""The LightningModule: SASRec (CE, BCE or gBCE), BERT4Rec and the counting baselines on one
+full-ranking evaluation."""
 
 from __future__ import annotations
 
 import csv
 import math
+import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +14,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attention_core import AttentionConfig
 from attnlab import AttnlabModule
 
+from .baselines import BASELINES, CoOccurrence, Popularity
 from .metrics import KS, PROTOCOL, exclude_history, rank_metrics, sampled_ranks, target_ranks
-from .model import RecConfig, SequentialRecommender, last_window
+from .model import MODELS, RecConfig, SequentialRecommender, last_window, model_attention
 
-__all__ = ["LOSSES", "RecModule"]
+__all__ = ["ALL_MODELS", "LOSSES", "RecModule"]
 
 LOSSES = ("ce", "bce", "gbce")
+ALL_MODELS = (*MODELS, *BASELINES)
 
 
 class RecModule(AttnlabModule):
     """Trains a sequential recommender; logs HR@k, NDCG@k and MRR by full ranking.
 
     ``model``: ``sasrec`` (causal; ``loss`` ce = SASRec+, bce = original SASRec with
-    ``num_negatives`` sampled negatives, gbce = gSASRec) or ``bert4rec`` (masked items, full
-    softmax). ``num_items`` is taken from the data when not given and saved with the checkpoint.
+    ``num_negatives`` sampled negatives, gbce = gSASRec), ``bert4rec`` (masked items, full
+    softmax), or a baseline counted from the training sequences: ``popularity`` or
+    ``cooccurrence`` (what followed the history's last item). A baseline has nothing to optimise:
+    its fit counts (``configure_from_data``), then takes one zero-loss step on a dummy
+    parameter (``fit_anchor``: Lightning writes checkpoints only after an optimizer step),
+    validates and stops; best.ckpt, test-after-fit and predict work as for any model.
+    ``num_items`` is taken from the data when not given and saved with the checkpoint.
+
+    ``attention`` (``--model.attention.backend/.window/.pos ...``) sets every attention layer;
+    ``pos`` defaults to the learned table and may be none, sincos, rope or alibi. ``backend`` is
+    the old spelling of ``attention.backend`` (deprecated).
     """
 
     app_name = "recsys"
@@ -43,7 +58,7 @@ class RecModule(AttnlabModule):
         mlp_ratio: float = 2.0,
         dropout: float = 0.2,
         attn_dropout: float = 0.2,
-        backend: str = "sdpa",
+        attention: AttentionConfig = AttentionConfig(),  # never mutated: resolved() copies
         scale_item_embeddings: bool = True,
         num_negatives: int = 1,
         gbce_t: float = 0.75,
@@ -54,8 +69,11 @@ class RecModule(AttnlabModule):
         min_lr_ratio: float = 1.0,
         top_k: int = 10,
         sampled_negatives: int = 100,
+        backend: str | None = None,
     ):
         super().__init__()
+        if model not in ALL_MODELS:
+            raise ValueError(f"unknown model {model!r}; choose one of {ALL_MODELS}")
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
         if model == "bert4rec" and loss != "ce":
@@ -64,8 +82,29 @@ class RecModule(AttnlabModule):
             raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
         if not 0.0 < mask_prob < 1.0:
             raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
-        self.save_hyperparameters()
-        self.model: SequentialRecommender | None = None
+        attention = AttentionConfig.coerce(attention)  # a dict from a checkpoint's hparams
+        if backend is not None:
+            warnings.warn(
+                "--model.backend is deprecated; use --model.attention.backend, which takes the "
+                "backend's options too (--model.attention.window, ...)",
+                FutureWarning,
+                stacklevel=2,
+            )
+            attention = replace(attention, backend=backend)
+        if model in MODELS:  # checked now: a bad combination fails before any data is read
+            attention = model_attention(attention, model, attn_dropout)
+        elif attention != AttentionConfig():
+            raise ValueError(
+                f"model {model!r} is a counting baseline without attention; drop the "
+                f"--model.attention settings (got {attention.to_dict()})"
+            )
+        self.save_hyperparameters(ignore=["backend", "attention"])
+        # Plain data: checkpoints are loaded weights-only.
+        self.hparams["attention"] = attention.to_dict()
+        self.attention_config = attention
+        if model in BASELINES:
+            self.fit_anchor = nn.Parameter(torch.zeros(()))
+        self.model: SequentialRecommender | Popularity | CoOccurrence | None = None
         self.item_ids: list[str] | None = None
         if num_items is not None:
             self._build(num_items)
@@ -74,6 +113,10 @@ class RecModule(AttnlabModule):
     # ------------------------------------------------------------------ building
     def _build(self, num_items: int) -> None:
         hp = self.hparams
+        self.hparams["num_items"] = num_items
+        if hp.model in BASELINES:
+            self.model = BASELINES[hp.model](num_items)
+            return
         cfg = RecConfig(
             num_items=num_items,
             kind=hp.model,
@@ -84,23 +127,22 @@ class RecModule(AttnlabModule):
             mlp_ratio=hp.mlp_ratio,
             dropout=hp.dropout,
             attn_dropout=hp.attn_dropout,
-            backend=hp.backend,
+            attention=self.attention_config,
             scale_item_embeddings=hp.scale_item_embeddings,
         )
         self.model = SequentialRecommender(cfg)
-        self.hparams["num_items"] = num_items
 
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None or not hasattr(dm, "num_items"):
-            if self.model is None:
-                raise ValueError("num_items is unknown: give model.num_items or a RecDataModule")
+    def configure_from_data(self, datamodule: Any) -> None:
+        """The item count and raw item ids from the data (checked against a loaded checkpoint's);
+        a baseline counts the training sequences here."""
+        dm = datamodule
+        if not hasattr(dm, "num_items"):
             return
         if self.model is None:
             self._build(dm.num_items)
-        elif self.model.cfg.num_items != dm.num_items:
+        elif self.hparams.num_items != dm.num_items:
             raise ValueError(
-                f"the model scores {self.model.cfg.num_items} items but the data has "
+                f"the model scores {self.hparams.num_items} items but the data has "
                 f"{dm.num_items}; use the data the checkpoint was trained on"
             )
         if self.item_ids is None:
@@ -110,11 +152,29 @@ class RecModule(AttnlabModule):
                 "the data's item ids differ from those stored in the checkpoint; predictions "
                 "would name the wrong items. Use the dataset and filters the model was trained on"
             )
+        net = self.model
+        if isinstance(net, Popularity | CoOccurrence) and not net.fitted:
+            if getattr(dm, "splits", None) is None:
+                dm.setup("fit")
+            net.fit(dm.splits.train)
 
     @property
     def net(self) -> SequentialRecommender:
+        """The neural model (a baseline has no layers to train or export)."""
         if self.model is None:
-            raise ValueError("the model is not built yet: num_items comes from the data in setup()")
+            raise ValueError(
+                "the model is not built yet: give model.num_items, or num_items comes from the "
+                "data (configure_from_data)"
+            )
+        if not isinstance(self.model, SequentialRecommender):
+            raise ValueError(f"model {self.hparams.model!r} is a counting baseline, not a network")
+        return self.model
+
+    @property
+    def scorer(self) -> nn.Module:
+        """What scores histories: the network or the baseline."""
+        if self.model is None:
+            return self.net  # raises the error that says how num_items is found
         return self.model
 
     def checkpoint_extras(self) -> dict[str, Any]:
@@ -124,8 +184,12 @@ class RecModule(AttnlabModule):
         # Checkpoints from before scale_item_embeddings existed were trained without the scale.
         if "scale_item_embeddings" not in checkpoint.get("hyper_parameters", {}):
             self.hparams["scale_item_embeddings"] = False
-            if self.model is not None:
+            if isinstance(self.model, SequentialRecommender):
                 self.model.cfg.scale_item_embeddings = False
+        # Co-occurrence counts are as many as the data made: take the checkpoint's sizes before
+        # the layer compares shapes.
+        if isinstance(self.model, CoOccurrence):
+            self.model.size_like(checkpoint.get("state_dict", {}), "model.")
         super().on_load_checkpoint(checkpoint)
 
     def load_checkpoint_extras(self, extras: dict[str, Any]) -> None:
@@ -133,7 +197,7 @@ class RecModule(AttnlabModule):
             self.item_ids = list(extras["item_ids"])
 
     def forward(self, history: Tensor) -> Tensor:
-        return self.net(history)
+        return self.scorer(history)
 
     # ------------------------------------------------------------------ losses
     def _sasrec_loss(self, seq: Tensor) -> Tensor:
@@ -170,6 +234,11 @@ class RecModule(AttnlabModule):
         return self.net.item_cross_entropy(hidden, window[masked])
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        if self.hparams.model in BASELINES:
+            # The counts were taken in configure_from_data. One step (a zero gradient: nothing
+            # moves) makes the fit a fit: validation, checkpoints and test follow; then it stops.
+            self.trainer.should_stop = True
+            return self.fit_anchor * 0.0
         seq = batch["seq"]
         loss = (
             self._bert4rec_loss(seq) if self.hparams.model == "bert4rec" else self._sasrec_loss(seq)
@@ -235,7 +304,7 @@ class RecModule(AttnlabModule):
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         history = batch["history"]
         scores = exclude_history(self(history), history)
-        k = min(self.hparams.top_k, self.net.cfg.num_items)
+        k = min(self.hparams.top_k, self.hparams.num_items)
         top = scores.topk(k, dim=1)
         return {"items": top.indices, "scores": top.values}
 
@@ -243,7 +312,7 @@ class RecModule(AttnlabModule):
         outputs = self.trainer.predict_loop.predictions
         dm = getattr(self.trainer, "datamodule", None)
         names = list(getattr(dm, "predict_names", []))
-        ids = self.item_ids or [str(i) for i in range(1, self.net.cfg.num_items + 1)]
+        ids = self.item_ids or [str(i) for i in range(1, self.hparams.num_items + 1)]
         rows = []
         flat = outputs[0] if outputs and isinstance(outputs[0], list) else outputs
         n = 0
@@ -270,16 +339,15 @@ class RecModule(AttnlabModule):
 
     def example_inputs(self) -> tuple[Tensor, ...]:
         g = torch.Generator().manual_seed(0)
-        n = self.net.cfg.num_items
-        length = min(8, self.net.cfg.max_len)
+        n = self.hparams.num_items
+        length = min(8, self.hparams.max_len)
         hist = torch.randint(1, n + 1, (3, length), generator=g)
         hist[1, length // 2 :] = 0  # a shorter, right-padded history
         return (hist,)
 
     def export_model(self) -> nn.Module:
-        if self.net.cfg.kind != "sasrec":
+        if self.hparams.model in BASELINES:
             raise NotImplementedError(
-                "BERT4Rec is not exportable yet: its key-padding mask hits a data-dependent branch "
-                "in attention_core's sdpa path; export a SASRec model"
+                f"{self.hparams.model} is a counting baseline; export a sasrec or bert4rec model"
             )
         return self.net
