@@ -8,6 +8,7 @@ import pytest
 import torch
 from attnlab_forecasting.model import MODELS, MovingAverage, RevIN, build_model
 
+from attention_core import AttentionConfig
 from attnlab.export import export_model
 
 TINY = dict(
@@ -107,8 +108,10 @@ def test_moving_average_keeps_a_constant() -> None:
     torch.testing.assert_close(MovingAverage(25)(x), x)
 
 
-@pytest.mark.parametrize(("backend", "options"), [("local", {"window": 16}), ("linear", {})])
-def test_patchtst_runs_4096_step_inputs(backend: str, options: dict[str, int]) -> None:
+@pytest.mark.parametrize(
+    "attention", [AttentionConfig("local", window=16), AttentionConfig("linear")], ids=str
+)
+def test_patchtst_runs_4096_step_inputs(attention: AttentionConfig) -> None:
     model = build_model(
         "patchtst",
         seq_len=4096,
@@ -119,8 +122,7 @@ def test_patchtst_runs_4096_step_inputs(backend: str, options: dict[str, int]) -
         num_heads=2,
         patch_len=16,
         stride=8,
-        backend=backend,
-        backend_options=options,
+        attention=attention,
     )
     x = torch.randn(2, 4096, 2)
     y = model(x)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attnlab import App
+from attnlab.app import MatrixDomain
 
 from .audio_io import load_audio, read_wav, write_wav
 from .data import AudioData, make_dtmf, scan_fsdd, scan_speech_commands, scan_wav_folder
@@ -45,4 +46,15 @@ app = App(
     draw=draw,
     atlas=atlas,
     description="short audio classification: Audio Spectrogram Transformer vs a CNN on log-mels",
+    bench_order=50,
+    matrix=MatrixDomain(
+        config="quick",
+        data=None,
+        label="built-in DTMF-style tones",
+        fallback_label="built-in DTMF-style tones",
+        metric="test/acc",
+        mode="max",
+        budget_cpu_s=10.0,  # the quick config's whole run: ~10 CPU s of training
+        window=6,
+    ),
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attnlab import App
+from attnlab.app import MatrixDomain
 
 from .data import CaptionData
 from .draw import atlas, draw
@@ -28,4 +29,16 @@ app = App(
     draw=draw,
     atlas=atlas,
     description="image captioning with visual attention (Show-Attend-Tell, Transformer; BLEU, CIDEr-D)",
+    bench_order=20,
+    matrix=MatrixDomain(
+        config="quick",
+        data=None,
+        label="built-in digit scenes, Transformer decoder",
+        fallback_label="built-in digit scenes, Transformer decoder",
+        metric="test/bleu4",
+        mode="max",
+        budget_cpu_s=40.0,  # the quick config's whole run: ~40 CPU s of training
+        window=4,
+        overrides=("--model.decoder=transformer",),
+    ),
 )

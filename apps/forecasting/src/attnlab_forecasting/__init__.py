@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attnlab import App
+from attnlab.app import MatrixDomain
 
 from .data import ForecastData
 from .draw import atlas, draw
@@ -28,4 +29,15 @@ app = App(
     draw=draw,
     atlas=atlas,
     description="multivariate time-series forecasting (PatchTST, iTransformer, Transformer, DLinear)",
+    bench_order=30,
+    matrix=MatrixDomain(
+        config="quick",
+        data=None,
+        label="built-in seasonal series with known noise, PatchTST-style",
+        fallback_label="built-in seasonal series with known noise, PatchTST-style",
+        metric="test/mse",
+        mode="min",
+        budget_cpu_s=15.0,  # the quick config's whole run: ~15 CPU s of training
+        window=4,
+    ),
 )

@@ -407,7 +407,12 @@ class ForecastData(AttnlabDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        super().__init__(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            eval_batch_size=eval_batch_size,
+        )
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         if dataset != "synthetic" and dataset not in DATASETS and csv is None:
@@ -421,7 +426,6 @@ class ForecastData(AttnlabDataModule):
         self.date_column, self.fill = date_column, fill
         self.n_steps, self.channels, self.noise_std = n_steps, channels, noise_std
         self.predict_csv, self.predict_out = predict_csv, predict_out
-        self.eval_batch_size = eval_batch_size
         self.info = DATASETS.get(dataset)
         self.split = split or (self.info.split if self.info and csv is None else "ratio")
         self.season = self.info.season if self.info else 24
@@ -571,23 +575,6 @@ class ForecastData(AttnlabDataModule):
                 writer.writerow([stamp, *(f"{v:.6g}" for v in row)])
         tmp.replace(path)
         return path
-
-    # -------------------------------------------------------------- loaders
-    def _eval_loader(self, dataset: Any, stage: str) -> Any:
-        size, self.batch_size = self.batch_size, self.eval_batch_size
-        try:
-            return self._loader(dataset, stage)  # drop_last=False: every window is scored
-        finally:
-            self.batch_size = size
-
-    def val_dataloader(self) -> Any:
-        return self._eval_loader(self.val_set, "validation")
-
-    def test_dataloader(self) -> Any:
-        return self._eval_loader(self.test_set, "test")
-
-    def predict_dataloader(self) -> Any:
-        return self._eval_loader(self.predict_set, "predict")
 
 
 class _PredictSet(Dataset[dict[str, Tensor]]):

@@ -3,21 +3,38 @@
 Every model maps an input window ``x`` (B, L, C) (and, for the encoder-decoder, calendar features
 ``marks`` (B, L + H, F)) to a forecast (B, H, C), or (B, H, C, Q) when it predicts ``Q``
 quantiles. ``build_model(name, config)`` is the registry the Lightning module uses.
+
+Attention: every Transformer here takes one ``AttentionConfig`` (``cfg.attention``: backend,
+its options, position scheme), checked against what the model is when it is built. PatchTST
+attends over patches of one channel (positions: learned by default, none, sincos, rope, alibi),
+iTransformer over variates, which have no order (positions: none only; no sliding window), and
+the encoder-decoder over time steps (sincos by default, none, learned, rope, alibi) with a causal
+decoder; its cross-attention has its own ``cfg.cross_attention`` (no positions). DLinear and the
+naive baselines have no attention and refuse a non-default setting.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attention_core import TransformerDecoder, TransformerEncoder, sinusoidal_table
+from attention_core import (
+    AttentionConfig,
+    AttentionPosition,
+    TransformerDecoder,
+    TransformerEncoder,
+    build_position,
+    get_backend,
+)
 
 __all__ = [
+    "ATTENTION_MODELS",
     "MODELS",
     "DLinear",
     "ForecastConfig",
@@ -45,8 +62,10 @@ class ForecastConfig:
     mlp_ratio: float = 2.0
     dropout: float = 0.1
     head_dropout: float = 0.0
-    backend: str = "sdpa"
-    backend_options: dict[str, Any] = field(default_factory=dict)
+    # Self-attention of every Transformer here (encoder, and causal decoder self-attention).
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    # The encoder-decoder's cross-attention to the encoder output.
+    cross_attention: AttentionConfig = field(default_factory=AttentionConfig)
     revin: bool = True
     revin_affine: bool = False
     # PatchTST
@@ -148,7 +167,14 @@ def _norm_layer(name: str) -> Callable[[int], nn.Module]:
     raise ValueError(f"unknown norm {name!r}; choose 'batch' or 'layer'")
 
 
-def _encoder(cfg: ForecastConfig, norm: str = "layer") -> TransformerEncoder:
+def _encoder(
+    cfg: ForecastConfig,
+    attention: AttentionConfig,
+    seq_len: int,
+    norm: str = "layer",
+    pos: AttentionPosition | None = None,
+) -> TransformerEncoder:
+    """The encoder stack; ``seq_len`` is its token count (linformer's projections need it)."""
     return TransformerEncoder(
         cfg.dim,
         cfg.depth,
@@ -158,8 +184,22 @@ def _encoder(cfg: ForecastConfig, norm: str = "layer") -> TransformerEncoder:
         proj_drop=cfg.dropout,
         # No dropout on attention weights: it forces the unfused path (several times slower on
         # CPU) and PatchTST and iTransformer train without it.
-        backend=cfg.backend,
-        **cfg.backend_options,
+        attention=attention,
+        pos=pos,
+        seq_len=seq_len,
+    )
+
+
+def _attention(
+    cfg: ForecastConfig, model: type[nn.Module], *, causal: bool = False
+) -> AttentionConfig:
+    """``cfg.attention`` with the model's default position, refused where it cannot apply."""
+    name = getattr(model, "name", model.__name__)
+    attention = cfg.attention.resolved(pos=model.default_pos)  # type: ignore[attr-defined]
+    return attention.check(
+        where=f"{name} attention",
+        causal=causal,
+        positions=model.positions,  # type: ignore[attr-defined]
     )
 
 
@@ -174,7 +214,13 @@ class PatchTST(nn.Module):
     Every channel is forecast alone from its own patches by shared weights, so permuting the
     input channels permutes the outputs. The sequence cost is in patches (``L / stride``), and
     with the ``local`` or ``linear`` backend it grows linearly, so 4096-step inputs fit on a CPU.
+    Positions: a learned table (``pos_embed``, the default), none, sincos, or rope/alibi inside
+    attention.
     """
+
+    name: ClassVar[str] = "patchtst"
+    default_pos: ClassVar[str] = "learned"
+    positions: ClassVar[tuple[str, ...]] = ("learned", "none", "sincos", "rope", "alibi")
 
     def __init__(self, cfg: ForecastConfig):
         super().__init__()
@@ -185,16 +231,26 @@ class PatchTST(nn.Module):
         if cfg.seq_len < cfg.patch_len:
             raise ValueError(f"seq_len={cfg.seq_len} is shorter than patch_len={cfg.patch_len}")
         self.cfg = cfg
+        attention = _attention(cfg, PatchTST)
         self.revin = _revin(cfg)
         # The end is padded by one stride (repeating the last value) so the last step gets a
         # patch of its own.
         self.num_patches = (cfg.seq_len - cfg.patch_len) // cfg.stride + 2
         self.embed = nn.Linear(cfg.patch_len, cfg.dim)
-        self.pos_embed = nn.Parameter(
-            torch.empty(1, self.num_patches, cfg.dim).uniform_(-0.02, 0.02)
-        )
+        # "learned" keeps PatchTST's own table (its name and init), so checkpoints still load.
+        self.pos_embed: nn.Parameter | None = None
+        self.pos_table: nn.Module | None = None
+        attn_pos = None
+        if attention.pos == "learned":
+            self.pos_embed = nn.Parameter(
+                torch.empty(1, self.num_patches, cfg.dim).uniform_(-0.02, 0.02)
+            )
+        else:
+            self.pos_table, attn_pos = build_position(
+                str(attention.pos), dim=cfg.dim, num_heads=cfg.num_heads, max_len=self.num_patches
+            )
         self.drop = nn.Dropout(cfg.dropout)
-        self.encoder = _encoder(cfg, cfg.norm)
+        self.encoder = _encoder(cfg, attention, self.num_patches, cfg.norm, attn_pos)
         self.head_drop = nn.Dropout(cfg.head_dropout)
         self.head = nn.Linear(self.num_patches * cfg.dim, cfg.pred_len * cfg.num_quantiles)
 
@@ -204,7 +260,12 @@ class PatchTST(nn.Module):
         z = z.permute(0, 2, 1).reshape(b * c, length)  # (B*C, L)
         z = torch.cat([z, z[:, -1:].expand(-1, self.cfg.stride)], dim=1)  # (B*C, L + stride)
         patches = z.unfold(1, self.cfg.patch_len, self.cfg.stride)  # (B*C, N, P)
-        tokens = self.drop(self.embed(patches) + self.pos_embed)  # (B*C, N, D)
+        tokens = self.embed(patches)  # (B*C, N, D)
+        if self.pos_embed is not None:
+            tokens = tokens + self.pos_embed
+        if self.pos_table is not None:
+            tokens = self.pos_table(tokens)
+        tokens = self.drop(tokens)
         tokens = self.encoder(tokens)  # (B*C, N, D)
         flat = self.head_drop(tokens.flatten(1))  # (B*C, N*D)
         y = self.head(flat).reshape(b, c, -1)  # (B, C, H*Q)
@@ -218,15 +279,29 @@ class PatchTST(nn.Module):
 
 class iTransformer(nn.Module):
     """Inverted Transformer (Liu et al., ICLR 2024): each variate's whole window is one token and
-    attention runs across variates, so it models cross-channel dependence directly."""
+    attention runs across variates, so it models cross-channel dependence directly.
+
+    Variates have no order, so there are no positions (``pos`` none only) and no sliding window
+    (``local``) over them.
+    """
+
+    name: ClassVar[str] = "itransformer"
+    default_pos: ClassVar[str] = "none"
+    positions: ClassVar[tuple[str, ...]] = ("none",)
 
     def __init__(self, cfg: ForecastConfig):
         super().__init__()
         self.cfg = cfg
+        attention = _attention(cfg, iTransformer)
+        if attention.backend == "local":
+            raise ValueError(
+                "itransformer attention: backend 'local' windows over token order, and variate "
+                "tokens have none; use sdpa, math, flex, linear or linformer"
+            )
         self.revin = _revin(cfg)
         self.embed = nn.Linear(cfg.seq_len, cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
-        self.encoder = _encoder(cfg, "layer")
+        self.encoder = _encoder(cfg, attention, cfg.channels, "layer")
         self.head = nn.Linear(cfg.dim, cfg.pred_len * cfg.num_quantiles)
 
     def forward(self, x: Tensor, marks: Tensor | None = None) -> Tensor:
@@ -247,34 +322,56 @@ class TransformerForecaster(nn.Module):
 
     The decoder input is the last ``label_len`` observed steps followed by ``pred_len`` zeros,
     each with its calendar features; the outputs at the zero positions are the forecast.
+    ``cfg.attention`` sets the encoder's and the (causal) decoder's self-attention, positions
+    included (sincos added to the embeddings by default); ``cfg.cross_attention`` the decoder's
+    attention to the encoder output, which has no positions.
     """
+
+    name: ClassVar[str] = "transformer"
+    default_pos: ClassVar[str] = "sincos"
+    positions: ClassVar[tuple[str, ...]] = ("sincos", "none", "learned", "rope", "alibi")
 
     def __init__(self, cfg: ForecastConfig):
         super().__init__()
         if cfg.label_len > cfg.seq_len:
             raise ValueError(f"label_len={cfg.label_len} exceeds seq_len={cfg.seq_len}")
         self.cfg = cfg
+        attention = _attention(cfg, TransformerForecaster, causal=True)
+        cross = cfg.cross_attention.resolved(pos="none").check(
+            where="transformer cross-attention", positions=("none",)
+        )
+        if not get_backend(cross.backend).cross:
+            raise ValueError(
+                f"transformer cross-attention: backend {cross.backend!r} cannot attend to "
+                "another sequence; use sdpa, math, flex, local or linear"
+            )
         self.revin = _revin(cfg)
         self.value_embed = nn.Linear(cfg.channels, cfg.dim)
         self.time_embed = nn.Linear(cfg.num_time_features, cfg.dim)
         total = cfg.seq_len + cfg.pred_len
-        self.register_buffer("pos_table", sinusoidal_table(total, cfg.dim), persistent=False)
+        # Positions count from the first input step; the decoder's tokens start at L - label_len.
+        self.pos_table, attn_pos = build_position(
+            str(attention.pos), dim=cfg.dim, num_heads=cfg.num_heads, max_len=total
+        )
         self.drop = nn.Dropout(cfg.dropout)
-        self.encoder = _encoder(cfg, "layer")
+        self.encoder = _encoder(cfg, attention, cfg.seq_len, "layer", attn_pos)
         self.decoder = TransformerDecoder(
             cfg.dim,
             max(1, cfg.depth // 2),
             cfg.num_heads,
             cfg.mlp_ratio,
             proj_drop=cfg.dropout,
-            backend="sdpa",
+            attention=attention,
+            cross_attention=cross,
+            pos=attn_pos,
         )
         self.head = nn.Linear(cfg.dim, cfg.channels * cfg.num_quantiles)
 
     def _embed(self, values: Tensor, marks: Tensor, start: int) -> Tensor:
-        n = values.shape[1]
-        pos = self.pos_table[start : start + n]  # (N, D)
-        return self.drop(self.value_embed(values) + self.time_embed(marks) + pos)  # (B, N, D)
+        tokens = self.value_embed(values) + self.time_embed(marks)  # (B, N, D)
+        if self.pos_table is not None:
+            tokens = self.pos_table(tokens, offset=start)
+        return self.drop(tokens)
 
     def forward(self, x: Tensor, marks: Tensor | None = None) -> Tensor:
         cfg = self.cfg
@@ -371,6 +468,9 @@ class SeasonalNaive(_Naive):
         return self._quantiles(x.index_select(1, self.index))  # (B, H, C)
 
 
+# The models with attention; the others refuse a non-default ``attention``.
+ATTENTION_MODELS = ("patchtst", "itransformer", "transformer")
+
 MODELS: dict[str, type[nn.Module]] = {
     "patchtst": PatchTST,
     "itransformer": iTransformer,
@@ -381,15 +481,55 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 
+def _changed(attention: AttentionConfig) -> list[str]:
+    """The settings of ``attention`` that differ from the default, as ``name=value``."""
+    default = AttentionConfig().to_dict()
+    return [f"{k}={v!r}" for k, v in attention.to_dict().items() if v != default[k]]
+
+
 def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """A forecaster by registry name; ``kwargs`` are ``ForecastConfig`` fields."""
+    """A forecaster by registry name; ``kwargs`` are ``ForecastConfig`` fields.
+
+    ``attention`` and ``cross_attention`` may be an ``AttentionConfig``, a dict or a backend
+    name. The former ``backend=``/``backend_options=`` still work, with a ``FutureWarning``.
+    """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    if "backend" in kwargs or "backend_options" in kwargs:
+        warnings.warn(
+            "build_model(backend=, backend_options=) is deprecated; pass "
+            "attention=AttentionConfig(backend=..., <option>=...)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        options = dict(kwargs.pop("backend_options", None) or {})
+        typed = {f.name for f in fields(AttentionConfig)} - {"backend", "pos", "options"}
+        legacy = {k: options.pop(k) for k in list(options) if k in typed}
+        kwargs["attention"] = replace(
+            AttentionConfig.coerce(kwargs.get("attention")),
+            backend=kwargs.pop("backend", "sdpa"),
+            options=options,
+            **legacy,
+        )
     known = {f.name for f in fields(ForecastConfig)}
     unknown = set(kwargs) - known
     if unknown:
         raise ValueError(f"unknown model options {sorted(unknown)}; known: {sorted(known)}")
+    for key in ("attention", "cross_attention"):
+        if key in kwargs:
+            kwargs[key] = AttentionConfig.coerce(kwargs[key])
     cfg = ForecastConfig(**kwargs)
+    if name not in ATTENTION_MODELS and _changed(cfg.attention):
+        raise ValueError(
+            f"model {name!r} has no attention, so attention settings "
+            f"({', '.join(_changed(cfg.attention))}) do not apply; drop them or choose one of "
+            f"{list(ATTENTION_MODELS)}"
+        )
+    if name != "transformer" and _changed(cfg.cross_attention):
+        raise ValueError(
+            f"model {name!r} has no cross-attention, so cross-attention settings "
+            f"({', '.join(_changed(cfg.cross_attention))}) do not apply; only 'transformer' has one"
+        )
     if cfg.num_quantiles < 1:
         raise ValueError(f"num_quantiles must be >= 1, got {cfg.num_quantiles}")
     if name in ("patchtst", "itransformer", "transformer") and cfg.dim % cfg.num_heads:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attention_core import AttentionConfig
 from attnlab import AttnlabModule
 from attnlab.runs import atomic_write_text
 
@@ -38,7 +40,10 @@ class ForecastModule(AttnlabModule):
 
     ``model``: patchtst, itransformer, transformer, dlinear, last_value, seasonal_naive.
     ``quantiles`` (must include 0.5) switches to the pinball loss and prediction intervals; the
-    median is the point forecast that MSE/MAE score. ``window`` is the ``local`` backend's span.
+    median is the point forecast that MSE/MAE score. ``attention`` is the self-attention of the
+    Transformers (backend, options, ``pos``; see ``model.py`` for what each model accepts),
+    ``cross_attention`` the encoder-decoder's attention to its encoder. ``backend`` and
+    ``window`` are the former flags: they still work, with a ``FutureWarning``.
     """
 
     app_name = "forecast"
@@ -55,7 +60,9 @@ class ForecastModule(AttnlabModule):
         mlp_ratio: float = 2.0,
         dropout: float = 0.1,
         head_dropout: float = 0.0,
-        backend: str = "sdpa",
+        attention: AttentionConfig = AttentionConfig(),
+        cross_attention: AttentionConfig = AttentionConfig(),
+        backend: str | None = None,
         window: int | None = None,
         patch_len: int = 16,
         stride: int = 8,
@@ -73,7 +80,12 @@ class ForecastModule(AttnlabModule):
         min_lr_ratio: float = 0.0,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["backend", "window"])
+        attention = _with_former_flags(AttentionConfig.coerce(attention), backend, window)
+        cross_attention = AttentionConfig.coerce(cross_attention)
+        # Plain data in the checkpoint: it is loaded weights-only.
+        self.hparams["attention"] = attention.to_dict()
+        self.hparams["cross_attention"] = cross_attention.to_dict()
         if loss not in ("mse", "mae", "huber"):
             raise ValueError(f"loss must be mse, mae or huber, got {loss!r}")
         if quantiles is not None:
@@ -84,9 +96,6 @@ class ForecastModule(AttnlabModule):
                 )
             quantiles = sorted(quantiles)
         self.quantiles = quantiles
-        options: dict[str, Any] = {}
-        if backend == "local":
-            options["window"] = int(window or 8)
         self.model = build_model(
             model,
             seq_len=seq_len,
@@ -99,8 +108,8 @@ class ForecastModule(AttnlabModule):
             mlp_ratio=mlp_ratio,
             dropout=dropout,
             head_dropout=head_dropout,
-            backend=backend,
-            backend_options=options,
+            attention=attention,
+            cross_attention=cross_attention,
             patch_len=patch_len,
             stride=stride,
             norm=norm,
@@ -124,20 +133,23 @@ class ForecastModule(AttnlabModule):
         self.noise_floor: float | None = None
         self.per_step: dict[str, list[float]] = {}
 
-    # ------------------------------------------------------------------ setup
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None or not hasattr(dm, "seq_len"):
+    # ------------------------------------------------------------------ data
+    def configure_from_data(self, datamodule: Any) -> None:
+        """Check the shapes against the data and take its scaler, MASE scale and noise floor.
+
+        At predict the datamodule holds only the history to forecast from (no scaler): the
+        scaler is the one the checkpoint carries.
+        """
+        dm = datamodule
+        if not hasattr(dm, "seq_len"):
             return
         hp = self.hparams
-        if stage != "predict":
-            dm.prepare()
         mismatch = [
             f"{name}: model {getattr(hp, name)} vs data {value}"
             for name, value in (
                 ("seq_len", dm.seq_len),
                 ("pred_len", dm.pred_len),
-                ("channels", dm.num_channels if stage != "predict" else hp.channels),
+                ("channels", dm.num_channels if dm.in_columns else hp.channels),
             )
             if getattr(hp, name) != value
         ]
@@ -146,7 +158,7 @@ class ForecastModule(AttnlabModule):
                 "model and data disagree (" + "; ".join(mismatch) + "); set --model.X and "
                 "--data.X to the same value (channels = input columns of the task)"
             )
-        if stage == "fit" and dm.scaler is not None:
+        if dm.scaler is not None:
             self.scaler_mean.copy_(torch.as_tensor(dm.scaler.mean, dtype=torch.float32))
             self.scaler_std.copy_(torch.as_tensor(dm.scaler.std, dtype=torch.float32))
         if dm.mase_scale is not None:
@@ -310,3 +322,26 @@ class ForecastModule(AttnlabModule):
 
     def export_model(self) -> nn.Module:
         return ExportWrapper(self.model, self.uses_marks).eval()
+
+
+def _with_former_flags(
+    attention: AttentionConfig, backend: str | None, window: int | None
+) -> AttentionConfig:
+    """``attention`` with the former ``--model.backend``/``--model.window`` folded in (warned)."""
+    if backend is None and window is None:
+        return attention
+    used = [f for f, v in (("backend", backend), ("window", window)) if v is not None]
+    warnings.warn(
+        "; ".join(f"--model.{f} is deprecated, use --model.attention.{f}" for f in used),
+        FutureWarning,
+        stacklevel=3,
+    )
+    settings = attention.to_dict()
+    if backend is not None:
+        settings["backend"] = backend
+    if window is not None or settings["backend"] == "local":
+        # The former default span of `--model.backend local` was 8.
+        settings["window"] = window or settings["window"] or 8
+    if settings["backend"] != "local":
+        settings["window"] = None  # an old checkpoint's `window: null` beside another backend
+    return AttentionConfig.coerce(settings)

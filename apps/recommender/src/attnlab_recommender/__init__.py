@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attnlab import App
+from attnlab.app import MatrixDomain
 
 from .data import RecDataModule
 from .draw import atlas, draw
@@ -23,4 +24,17 @@ app = App(
     draw=draw,
     atlas=atlas,
     description="sequential recommendation: SASRec / BERT4Rec, full-ranking HR@k, NDCG@k, MRR",
+    bench_order=40,
+    matrix=MatrixDomain(
+        config="quick",
+        data=None,
+        label="built-in taste-drift sessions",
+        fallback_label="built-in taste-drift sessions",
+        metric="test/ndcg@10",
+        mode="max",
+        # The quick config's whole run trains about 10 CPU s; results/matrix.md shows the default
+        # at this budget against that run.
+        budget_cpu_s=10.0,
+        window=8,
+    ),
 )
