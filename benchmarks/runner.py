@@ -255,7 +255,17 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def _stamp(run: Run, threads: int) -> dict[str, Any]:
-    return {"command": run.command(), "threads": threads}
+    return {"command": run.command(), "threads": threads, "budget": dict(run.budget)}
+
+
+def _as_run_earlier(run: Run, run_dir: Path) -> Run | None:
+    """The run as an earlier sitting completed it, when that was this run at another budget
+    (``--budget-factor``): a benchmark assembled over sittings keeps each run's own command."""
+    stamp = _read_json(run_dir / STAMP)
+    if not _completed(run_dir) or "budget" not in stamp:
+        return None
+    earlier = replace(run, budget=dict(stamp["budget"]))
+    return earlier if stamp.get("command") == earlier.command() else None
 
 
 def _completed(run_dir: Path) -> bool:
@@ -388,6 +398,10 @@ def execute(
             wall = float(_read_json(run_dir / STAMP).get("wall_s") or 0.0)
             results[run.name] = _collect(run, run_dir, returncode=0, reused=True, wall_s=wall)
             say(f"reuse {run.name} (completed earlier: {run_dir})")
+        elif not selected and reuse and (earlier := _as_run_earlier(run, run_dir)) is not None:
+            wall = float(_read_json(run_dir / STAMP).get("wall_s") or 0.0)
+            results[run.name] = _collect(earlier, run_dir, returncode=0, reused=True, wall_s=wall)
+            say(f"reuse {run.name} (completed earlier at its own budget: {earlier.command()})")
         elif not selected:
             results[run.name] = _skipped(run, run_dir, f"not selected by --only {only!r}")
         elif run.needs_data and _data_missing():

@@ -317,3 +317,25 @@ def test_budget_factor_scales_every_budget_and_shows_in_the_commands():
     assert scaled_budgets(runs, 1.0) == runs
     with pytest.raises(ValueError, match="--budget-factor must be a positive number"):
         scaled_budgets(runs, 0.0)
+
+
+def test_a_run_completed_at_another_budget_is_kept_with_its_own_command(tmp_path):
+    """A benchmark assembled over sittings (``--only`` + ``--reuse``) keeps each run folder's
+    own budget and command, instead of dropping the runs another sitting made."""
+    from benchmarks.runner import execute
+
+    run = Run("slow", "vit", ("quick",), budget={"cpu_s": 100})
+    bench = Benchmark(name="sittings", title="t", runs=lambda scale: [run], tabulate=lambda r: ({}, ""))
+    folder = tmp_path / "sittings" / "full" / "slow"
+    folder.mkdir(parents=True)
+    earlier = Run("slow", "vit", ("quick",), budget={"cpu_s": 25.0})
+    (folder / "metrics.json").write_text(json.dumps({"test": {"test/top1": 0.5}}))
+    (folder / "manifest.json").write_text(json.dumps({"status": "completed"}))
+    (folder / "bench.json").write_text(
+        json.dumps({"command": earlier.command(), "threads": 1, "budget": {"cpu_s": 25.0}})
+    )
+    [result] = execute(bench, runs_root=tmp_path, only="other", reuse=True)
+    assert result.ok and result.reused
+    assert result.run.budget == {"cpu_s": 25.0} and "--budget.cpu_s=25" in result.run.command()
+    [skipped] = execute(bench, runs_root=tmp_path, only="other", reuse=False)
+    assert skipped.status == "skipped"
