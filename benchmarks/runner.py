@@ -192,6 +192,8 @@ class Benchmark:
     headline: Callable[[dict[str, Any]], str] | None = None
     anchors: tuple[dict[str, Any], ...] = ()
     default_jobs: int = 1
+    # Files beside results/<name>.json made from the payload (a plot): (payload, folder) -> paths.
+    write_extra: Callable[[dict[str, Any], Path], list[Path]] | None = None
 
     def planned(self, scale: str = "full") -> list[Run]:
         """``runs(scale)``, checked: a known scale, at least one run, unique names."""
@@ -604,7 +606,13 @@ def run_benchmark(
     env = environment()
     start = time.perf_counter()
     results = execute(
-        bench, scale=scale, jobs=jobs, threads=threads, runs_root=runs_root, only=only, reuse=reuse,
+        bench,
+        scale=scale,
+        jobs=jobs,
+        threads=threads,
+        runs_root=runs_root,
+        only=only,
+        reuse=reuse,
         budget_factor=budget_factor,
     )
     for r in results:
@@ -656,6 +664,7 @@ def run_benchmark(
         f"# {bench.title}",
         f"`{command}` ({scale} scale; {jobs} run(s) at a time, {threads} thread(s) each; "
         f"{len(done)} of {len(results)} runs completed"
+        + (f", {len(refused)} refused by the command (n/a)" if refused else "")
         + (f", {len(skipped)} skipped" if skipped else "")
         + (f", {len(failed)} failed" if failed else "")
         + ").",
@@ -679,6 +688,8 @@ def run_benchmark(
     replace = [(str(runs_root.resolve()), _shown(runs_root, runs_root)), (str(ROOT) + os.sep, "")]
     data, markdown = _portable(data, replace), _portable(markdown, replace)
     json_path, md_path = write_results(bench.name, data, markdown, results_dir)
+    if payload is not None and bench.write_extra is not None:
+        bench.write_extra(payload, Path(results_dir))
     print(f"[{bench.name}] wrote {json_path} and {md_path.name}", flush=True)
     if failed:
         raise BenchmarkFailed(bench.name, failed)

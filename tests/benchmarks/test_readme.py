@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -12,7 +13,6 @@ if str(ROOT) not in sys.path:  # `benchmarks` is a folder of the checkout, not a
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import common, readme  # noqa: E402
-
 
 # --------------------------------------------------------------------------------------------
 # README refresher

@@ -325,7 +325,9 @@ def test_a_run_completed_at_another_budget_is_kept_with_its_own_command(tmp_path
     from benchmarks.runner import execute
 
     run = Run("slow", "vit", ("quick",), budget={"cpu_s": 100})
-    bench = Benchmark(name="sittings", title="t", runs=lambda scale: [run], tabulate=lambda r: ({}, ""))
+    bench = Benchmark(
+        name="sittings", title="t", runs=lambda scale: [run], tabulate=lambda r: ({}, "")
+    )
     folder = tmp_path / "sittings" / "full" / "slow"
     folder.mkdir(parents=True)
     earlier = Run("slow", "vit", ("quick",), budget={"cpu_s": 25.0})

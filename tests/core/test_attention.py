@@ -730,9 +730,13 @@ def _band_with_globals(lq: int, lk: int, window: int, g: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize(("length", "window", "g", "block"), [(37, 3, 1, 8), (20, 2, 3, 16), (9, 0, 2, 4)])
+@pytest.mark.parametrize(
+    ("length", "window", "g", "block"), [(37, 3, 1, 8), (20, 2, 3, 16), (9, 0, 2, 4)]
+)
 @pytest.mark.parametrize("masked", [False, True])
-def test_local_with_global_tokens_equals_math_with_that_mask(causal, length, window, g, block, masked):
+def test_local_with_global_tokens_equals_math_with_that_mask(
+    causal, length, window, g, block, masked
+):
     torch.manual_seed(0)
     q, k, v = qkv(2, 2, length, length, 8)
     allowed = _band_with_globals(length, length, window, g)
@@ -742,10 +746,20 @@ def test_local_with_global_tokens_equals_math_with_that_mask(causal, length, win
         user[0, ..., -3:] = False  # padding at the end of the first sequence
         allowed = allowed & user
     out, w = attention(
-        q, k, v, mask=user, causal=causal, backend="local", window=window, global_tokens=g,
-        block_size=block, return_weights=True,
+        q,
+        k,
+        v,
+        mask=user,
+        causal=causal,
+        backend="local",
+        window=window,
+        global_tokens=g,
+        block_size=block,
+        return_weights=True,
     )
-    ref, ref_w = attention(q, k, v, mask=allowed, causal=causal, backend="math", return_weights=True)
+    ref, ref_w = attention(
+        q, k, v, mask=allowed, causal=causal, backend="math", return_weights=True
+    )
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(w, ref_w, atol=1e-5, rtol=1e-5)
     # The class token (position 0) reads the whole sequence when not causal.
@@ -762,5 +776,7 @@ def test_local_global_tokens_have_gradients_and_decode_with_a_cache():
     assert q.grad is not None and torch.isfinite(q.grad).all()
     # Incremental decoding: the last 3 queries against all 12 keys, causal.
     full = attention(q.detach(), k, v, backend="local", window=2, global_tokens=1, causal=True)
-    tail = attention(q.detach()[:, :, -3:], k, v, backend="local", window=2, global_tokens=1, causal=True)
+    tail = attention(
+        q.detach()[:, :, -3:], k, v, backend="local", window=2, global_tokens=1, causal=True
+    )
     torch.testing.assert_close(tail, full[:, :, -3:], atol=1e-5, rtol=1e-5)

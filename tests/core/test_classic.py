@@ -112,9 +112,7 @@ def test_bad_shapes_name_the_shapes(name):
         ValueError, match=rf"batch sizes differ: query \(3, {dq}\), keys \(2, 4, {dk}\)"
     ):
         m(torch.randn(3, dq), torch.randn(2, 4, dk))
-    with pytest.raises(
-        ValueError, match=r"key_mask must be \(B, N\) = \(2, 4\), got \(2, 5\)"
-    ):
+    with pytest.raises(ValueError, match=r"key_mask must be \(B, N\) = \(2, 4\), got \(2, 5\)"):
         m(
             torch.randn(2, dq),
             torch.randn(2, 4, dk),

@@ -20,9 +20,13 @@ def test_options_reach_the_module():
     cfg = AttentionConfig(backend="local", window=3, block_size=16)
     mha = MultiHeadAttention(16, 2, attention=cfg)
     assert mha.backend == "local" and mha.backend_kwargs == {"window": 3, "block_size": 16}
-    lin = MultiHeadAttention(16, 2, attention=AttentionConfig(backend="linformer", proj_dim=4), seq_len=10)
+    lin = MultiHeadAttention(
+        16, 2, attention=AttentionConfig(backend="linformer", proj_dim=4), seq_len=10
+    )
     assert lin.linformer_e.shape == (4, 10)
-    favor = MultiHeadAttention(16, 2, attention=AttentionConfig(backend="linear", feature_map="favor", num_features=12))
+    favor = MultiHeadAttention(
+        16, 2, attention=AttentionConfig(backend="linear", feature_map="favor", num_features=12)
+    )
     assert favor.favor_features.shape == (12, 8)
 
 
@@ -79,11 +83,15 @@ def test_round_trips_through_plain_data():
 
 def test_decoder_block_sets_self_and_cross_attention_apart():
     block = TransformerDecoderBlock(
-        16, 2, attention=AttentionConfig(backend="local", window=2),
+        16,
+        2,
+        attention=AttentionConfig(backend="local", window=2),
         cross_attention=AttentionConfig(backend="math"),
     )
     assert block.self_attn.backend == "local" and block.cross_attn.backend == "math"
-    with pytest.raises(ValueError, match="decoder self-attention: backend 'linformer' cannot be causal"):
+    with pytest.raises(
+        ValueError, match="decoder self-attention: backend 'linformer' cannot be causal"
+    ):
         TransformerDecoderBlock(16, 2, attention=AttentionConfig(backend="linformer", proj_dim=2))
 
 
@@ -91,7 +99,11 @@ def test_decoder_block_sets_self_and_cross_attention_apart():
 def test_every_position_builds_for_the_shape_it_needs(pos):
     grid = (2, 3) if pos in ("sincos2d", "rope2d") else None
     added, inside = build_position(
-        pos, dim=16, num_heads=2, max_len=7 if grid is None else None, grid=grid,
+        pos,
+        dim=16,
+        num_heads=2,
+        max_len=7 if grid is None else None,
+        grid=grid,
         num_prefix_tokens=1,
     )
     x = torch.randn(2, 7, 16)  # (B, L, dim): 1 class token + 2 x 3 patches on a grid

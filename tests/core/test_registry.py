@@ -27,7 +27,13 @@ from attention_core import (
 def _scaled_math(q, k, v, *, mask, causal, dropout_p, scale, return_weights, module, temperature):
     """Exact attention at a temperature: a toy backend with one option."""
     out, w = attention(
-        q, k, v, mask=mask, causal=causal, scale=scale / temperature, backend="math",
+        q,
+        k,
+        v,
+        mask=mask,
+        causal=causal,
+        scale=scale / temperature,
+        backend="math",
         return_weights=True,
     )
     return out, (w if return_weights else None)
@@ -64,7 +70,9 @@ def test_builtins_are_registered_with_their_capabilities():
 
 
 def test_unknown_backend_and_option_name_what_exists():
-    with pytest.raises(ValueError, match=r"unknown attention backend 'nope'; choose one of \['sdpa'"):
+    with pytest.raises(
+        ValueError, match=r"unknown attention backend 'nope'; choose one of \['sdpa'"
+    ):
         get_backend("nope")
     with pytest.raises(ValueError, match=r"backend 'math' does not take options \['window'\]"):
         MultiHeadAttention(8, 2, backend="math", window=3)

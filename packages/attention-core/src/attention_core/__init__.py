@@ -29,14 +29,6 @@ from .config import POSITIONS, AttentionConfig, build_position
 from .kv_cache import KVCache
 from .maps import AttentionMaps, attention_layers, attention_rollout, capture_attention
 from .mha import MultiHeadAttention, set_backend
-from .registry import (
-    Backend,
-    BackendOption,
-    backend_table,
-    get_backend,
-    register_backend,
-    unregister_backend,
-)
 from .positional import (
     ALiBi,
     AttentionPosition,
@@ -49,23 +41,26 @@ from .positional import (
     sincos_2d_table,
     sinusoidal_table,
 )
+from .registry import (
+    Backend,
+    BackendOption,
+    backend_table,
+    get_backend,
+    register_backend,
+    unregister_backend,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "POSITIONS",
     "ALiBi",
-    "AttentionConfig",
-    "Backend",
-    "BackendOption",
-    "backend_table",
-    "build_position",
-    "get_backend",
-    "register_backend",
-    "unregister_backend",
     "AdditiveAttention",
+    "AttentionConfig",
     "AttentionMaps",
     "AttentionPosition",
+    "Backend",
+    "BackendOption",
     "DotProductAttention",
     "DropPath",
     "KVCache",
@@ -86,13 +81,18 @@ __all__ = [
     "attention_layers",
     "attention_rollout",
     "attention_weights",
+    "backend_table",
+    "build_position",
     "capture_attention",
     "causal_mask",
     "drop_path",
     "favor_projection",
+    "get_backend",
     "list_backends",
     "normalize_mask",
+    "register_backend",
     "set_backend",
     "sincos_2d_table",
     "sinusoidal_table",
+    "unregister_backend",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "normalize_mask",
 ]
 
+
 def _flex_available() -> bool:
     try:
         from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
@@ -588,8 +589,15 @@ def _sdpa_backend(
 ) -> tuple[Tensor, Tensor | None]:
     if return_weights:  # the fused kernel never forms the weights: the explicit softmax does
         return _math_backend(
-            q, k, v, mask=mask, causal=causal, dropout_p=dropout_p, scale=scale,
-            return_weights=True, module=module,
+            q,
+            k,
+            v,
+            mask=mask,
+            causal=causal,
+            dropout_p=dropout_p,
+            scale=scale,
+            return_weights=True,
+            module=module,
         )
     return _sdpa(q, k, v, mask, causal, dropout_p, scale), None
 
@@ -644,8 +652,17 @@ def _local_backend(
     global_tokens: int = 0,
 ) -> tuple[Tensor, Tensor | None]:
     return _local(
-        q, k, v, mask, causal, dropout_p, scale, window, block_size,
-        return_weights=return_weights, global_tokens=global_tokens,
+        q,
+        k,
+        v,
+        mask,
+        causal,
+        dropout_p,
+        scale,
+        window,
+        block_size,
+        return_weights=return_weights,
+        global_tokens=global_tokens,
     )
 
 
@@ -653,8 +670,10 @@ def _init_linear(module: nn.Module, options: dict[str, Any]) -> list[str]:
     """Performer's random features live on the module, fixed (a buffer), so runs repeat."""
     if options.get("feature_map") != "favor":
         return []
-    head_dim = int(getattr(module, "head_dim"))
-    module.register_buffer("favor_features", favor_projection(head_dim, options.get("num_features")))
+    head_dim = int(module.head_dim)
+    module.register_buffer(
+        "favor_features", favor_projection(head_dim, options.get("num_features"))
+    )
     return ["favor_features"]
 
 
@@ -680,8 +699,16 @@ def _linear_backend(
         else:
             projection = favor_projection(q.shape[-1], num_features, device=q.device, dtype=q.dtype)
     return _linear(
-        q, k, v, mask, causal, scale, feature_map=feature_map, projection=projection,
-        chunk_size=chunk_size, return_weights=return_weights,
+        q,
+        k,
+        v,
+        mask,
+        causal,
+        scale,
+        feature_map=feature_map,
+        projection=projection,
+        chunk_size=chunk_size,
+        return_weights=return_weights,
     )
 
 
@@ -736,7 +763,8 @@ def _register_builtins() -> None:
     opt = BackendOption
     register_backend(
         Backend(
-            "sdpa", _sdpa_backend,
+            "sdpa",
+            _sdpa_backend,
             doc="torch's fused scaled_dot_product_attention (flash / memory-efficient / math kernels)",
         ),
         replace=True,
@@ -747,7 +775,8 @@ def _register_builtins() -> None:
     )
     register_backend(
         Backend(
-            "flex", _flex_backend,
+            "flex",
+            _flex_backend,
             doc="FlexAttention; on the CPU it runs the math backend for training and dropout "
             "(warned once)",
             export=False,
@@ -757,12 +786,19 @@ def _register_builtins() -> None:
     )
     register_backend(
         Backend(
-            "local", _local_backend,
+            "local",
+            _local_backend,
             doc="sliding window, O(L * window) memory; global_tokens first positions see and are "
             "seen by all (Longformer)",
             options=(
                 opt("window", int, required=True, minimum=0, doc="keys on each side"),
-                opt("block_size", int, None, doc="queries per block (memory/speed trade-off)", minimum=1),
+                opt(
+                    "block_size",
+                    int,
+                    None,
+                    doc="queries per block (memory/speed trade-off)",
+                    minimum=1,
+                ),
                 opt("global_tokens", int, 0, doc="first positions attending globally", minimum=0),
             ),
             exact=False,
@@ -771,12 +807,19 @@ def _register_builtins() -> None:
     )
     register_backend(
         Backend(
-            "linear", _linear_backend,
+            "linear",
+            _linear_backend,
             doc="kernelized attention (elu + 1, or Performer FAVOR+ random features); causal "
             "runs chunk by chunk",
             options=(
                 opt("feature_map", str, "elu", choices=("elu", "favor"), doc="feature map"),
-                opt("num_features", int, None, minimum=1, doc="FAVOR+ random features (default 4 x head_dim)"),
+                opt(
+                    "num_features",
+                    int,
+                    None,
+                    minimum=1,
+                    doc="FAVOR+ random features (default 4 x head_dim)",
+                ),
                 opt("chunk_size", int, 128, minimum=1, doc="causal chunk length"),
                 opt("projection", Tensor, None, doc="fixed FAVOR+ features (F, D), functional use"),
             ),
@@ -789,12 +832,26 @@ def _register_builtins() -> None:
     )
     register_backend(
         Backend(
-            "linformer", _linformer_backend,
+            "linformer",
+            _linformer_backend,
             doc="learned projections of K and V along the sequence (Wang et al. 2020); "
             "module only, not causal",
             options=(
-                opt("seq_len", int, required=True, minimum=1, from_model=True, doc="longest input length"),
-                opt("proj_dim", int, None, minimum=1, doc="projected length (default min(64, seq_len))"),
+                opt(
+                    "seq_len",
+                    int,
+                    required=True,
+                    minimum=1,
+                    from_model=True,
+                    doc="longest input length",
+                ),
+                opt(
+                    "proj_dim",
+                    int,
+                    None,
+                    minimum=1,
+                    doc="projected length (default min(64, seq_len))",
+                ),
             ),
             exact=False,
             causal=False,
@@ -871,8 +928,17 @@ def attention(
         )
     options = spec.resolve_options(backend_kwargs)
     return run_backend(
-        spec, q, k, v, options, mask=mask, causal=causal, dropout_p=dropout_p, scale=scale,
-        return_weights=return_weights, module=module,
+        spec,
+        q,
+        k,
+        v,
+        options,
+        mask=mask,
+        causal=causal,
+        dropout_p=dropout_p,
+        scale=scale,
+        return_weights=return_weights,
+        module=module,
     )
 
 
@@ -899,8 +965,16 @@ def run_backend(
     if spec.masks == "key_padding" and mask is not None:
         _key_padding_from_mask(mask, q, k, spec.name)
     out, weights = spec.fn(
-        q, k, v, mask=mask, causal=causal, dropout_p=dropout_p, scale=s,
-        return_weights=return_weights, module=module, **options,
+        q,
+        k,
+        v,
+        mask=mask,
+        causal=causal,
+        dropout_p=dropout_p,
+        scale=s,
+        return_weights=return_weights,
+        module=module,
+        **options,
     )
     if return_weights:
         if weights is None:

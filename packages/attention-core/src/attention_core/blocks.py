@@ -189,7 +189,13 @@ class TransformerDecoderBlock(nn.Module):
         if attention is not None:
             attention.check(where="decoder self-attention", causal=True, kv_cache=True)
         self.self_attn = MultiHeadAttention(
-            dim, num_heads, backend=backend, pos=pos, attention=attention, **common, **backend_kwargs
+            dim,
+            num_heads,
+            backend=backend,
+            pos=pos,
+            attention=attention,
+            **common,
+            **backend_kwargs,
         )
         self.ls1 = _scale_or_identity(dim, init_values)
         self.drop_path1 = _drop_or_identity(drop_path)

@@ -204,7 +204,9 @@ class AttentionConfig:
             names = {f.name for f in fields(cls)}
             unknown = sorted(set(value) - names)
             if unknown:
-                raise ValueError(f"attention settings {unknown} are unknown; known: {sorted(names)}")
+                raise ValueError(
+                    f"attention settings {unknown} are unknown; known: {sorted(names)}"
+                )
             return cls(**dict(value))
         raise ValueError(f"attention must be an AttentionConfig, a dict or a name, got {value!r}")
 

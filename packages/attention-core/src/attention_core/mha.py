@@ -193,7 +193,12 @@ class MultiHeadAttention(nn.Module):
             with torch.no_grad():
                 kv_heads_k = k_all.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
                 w = attention_weights(
-                    q, kv_heads_k, mask=mask, causal=causal, backend=self.backend, module=self,
+                    q,
+                    kv_heads_k,
+                    mask=mask,
+                    causal=causal,
+                    backend=self.backend,
+                    module=self,
                     **self._options,
                 )
             self._attention_sink.append(w.detach())

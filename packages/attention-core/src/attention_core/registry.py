@@ -133,7 +133,9 @@ class Backend:
         extra = sorted(set(given) - known)
         if extra:
             takes = ", ".join(sorted(known)) or "no options"
-            raise ValueError(f"backend {self.name!r} does not take options {extra} (it takes {takes})")
+            raise ValueError(
+                f"backend {self.name!r} does not take options {extra} (it takes {takes})"
+            )
         return {o.name: o.check(self.name, given.get(o.name)) for o in self.options}
 
     def capabilities(self) -> dict[str, Any]:
@@ -192,7 +194,9 @@ def backend_table() -> str:
             if caps[k]
         )
         opts = ", ".join(
-            f"{o.name}" + ("" if o.required else f"={o.default!r}") + (" (from the model)" if o.from_model else "")
+            f"{o.name}"
+            + ("" if o.required else f"={o.default!r}")
+            + (" (from the model)" if o.from_model else "")
             for o in b.options
             if o.type is not Tensor
         )

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from .atlas import Panel
 
-__all__ = ["ENTRY_POINT_GROUP", "App", "MatrixDomain", "FigureContext", "get_app", "load_apps"]
+__all__ = ["ENTRY_POINT_GROUP", "App", "FigureContext", "MatrixDomain", "get_app", "load_apps"]
 
 ENTRY_POINT_GROUP = "attnlab.apps"
 
