@@ -4,20 +4,33 @@ from __future__ import annotations
 
 import pytest
 
-from attention_core import Backend, BackendOption, list_backends, register_backend, unregister_backend
+from attention_core import (
+    Backend,
+    BackendOption,
+    list_backends,
+    register_backend,
+    unregister_backend,
+)
 from attnlab.cli import main
 
 
 def _math_copy(q, k, v, *, mask, causal, dropout_p, scale, return_weights, module, sharpness):
     from attention_core import attention
 
-    return attention(q, k, v, mask=mask, causal=causal, scale=scale * sharpness, backend="math"), None
+    return attention(
+        q, k, v, mask=mask, causal=causal, scale=scale * sharpness, backend="math"
+    ), None
 
 
 @pytest.fixture
 def sharp_backend():
     register_backend(
-        Backend("sharp", _math_copy, doc="a test backend", options=(BackendOption("sharpness", float, 1.0),))
+        Backend(
+            "sharp",
+            _math_copy,
+            doc="a test backend",
+            options=(BackendOption("sharpness", float, 1.0),),
+        )
     )
     yield
     unregister_backend("sharp")

@@ -185,7 +185,7 @@ def test_linformer_errors():
         match=r"key-padding masks shaped \(B, 1, 1, Lk\); got a mask of shape \(1, 1, 8, 8\)",
     ):
         m(torch.randn(1, 8, 16), mask=torch.ones(1, 1, 8, 8, dtype=torch.bool))
-    with pytest.raises(ValueError, match="backend .linformer. does not support a KV cache"):
+    with pytest.raises(ValueError, match=r"backend .linformer. does not support a KV cache"):
         m(torch.randn(1, 8, 16), kv_cache=KVCache())
     with pytest.raises(ValueError, match="backend 'linformer' needs seq_len"):
         MultiHeadAttention(16, 2, backend="linformer")

@@ -87,7 +87,7 @@ def test_third_party_backend_runs_through_attention_and_the_module(toy_backend):
     out = attention(q, k, v, backend="toy_temperature", temperature=2.0)
     ref = attention(q, k, v, backend="math", scale=0.5 / 2.0)
     torch.testing.assert_close(out, ref)
-    with pytest.raises(ValueError, match="temperature must be >= 0.001"):
+    with pytest.raises(ValueError, match=r"temperature must be >= 0\.001"):
         attention(q, k, v, backend="toy_temperature", temperature=0.0)
 
     cfg = AttentionConfig(backend="toy_temperature", options={"temperature": 1.0})
