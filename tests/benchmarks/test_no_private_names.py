@@ -21,10 +21,7 @@ def _app_packages() -> tuple[str, ...]:
     """The installed apps' top-level packages (entry points), so a new app is covered too."""
     from attnlab.app import load_apps
 
-    found = {app.module.__module__.split(".")[0] for app in load_apps().values()}
-    # The five apps of this repository, also when one fails to import in this environment.
-    found |= {"attnlab_vit", "attnlab_captioning", "attnlab_forecasting", "attnlab_recommender"}
-    return tuple(sorted(found | {"attnlab_audio"}))
+    return tuple(sorted({app.module.__module__.split(".")[0] for app in load_apps().values()}))
 
 
 APP_PACKAGES = _app_packages()
