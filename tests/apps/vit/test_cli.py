@@ -38,8 +38,10 @@ def test_fit_test_predict_export(tmp_path: Path) -> None:
         "attention_rollout_final.png",
         "last_layer_heads_final.png",
     } <= figures
-    report = json.loads((run / "per_class_accuracy.json").read_text())
+    report = json.loads((run / "test_report.json").read_text())
     assert len(report["per_class"]) == 10 and sum(map(sum, report["confusion_matrix"])) == 359
+    assert report["accuracy"] == pytest.approx(metrics["test"]["test/top1"], abs=1e-4)
+    assert not (run / "per_class_accuracy.json").exists()  # one report file, the shared one
 
     images = make_image_folder(tmp_path / "to_classify", classes=("a",), per_class=3)
     proc = run_attnlab(

@@ -16,7 +16,7 @@ from attnlab_vit.model import (
     timm_vit,
 )
 
-from attention_core import capture_attention
+from attention_core import AttentionConfig, capture_attention
 from attnlab.export import export_model
 
 
@@ -72,14 +72,15 @@ def test_wrong_input_size_is_a_clear_error() -> None:
 
 
 def test_backends_agree_on_exact_attention() -> None:
-    sdpa = create_model("vit_test", backend="sdpa").eval()
-    math = create_model("vit_test", backend="math").eval()
+    sdpa = create_model("vit_test", attention=AttentionConfig("sdpa")).eval()
+    math = create_model("vit_test", attention={"backend": "math"}).eval()
     math.load_state_dict(sdpa.state_dict())
     x = torch.randn(3, 1, 8, 8)
     torch.testing.assert_close(sdpa(x), math(x), atol=1e-5, rtol=0)
     # approximate backends run and keep the parameter names
-    for backend, kw in (("local", {"window": 3}), ("linear", {})):
-        model = create_model("vit_test", backend=backend, backend_kwargs=kw)
+    for attention in (AttentionConfig("local", window=3), AttentionConfig("linear")):
+        model = create_model("vit_test", attention=attention)
+        assert set(model.state_dict()) == set(sdpa.state_dict())
         assert model(x).shape == (3, 10)
 
 
@@ -92,8 +93,8 @@ def test_lsa_masks_the_diagonal_and_learns_a_temperature() -> None:
         torch.testing.assert_close(attn.sum(-1), torch.ones_like(attn.sum(-1)))
     scales = [n for n, _ in model.named_parameters() if n.endswith("pos.log_scale")]
     assert len(scales) == model.cfg.depth
-    with pytest.raises(ValueError, match="Locality Self-Attention"):
-        preset_config("vit_test_spt_lsa", backend="linear")
+    with pytest.raises(ValueError, match=r"Locality Self-Attention .* backend 'linear'"):
+        preset_config("vit_test_spt_lsa", attention=AttentionConfig("linear"))
 
 
 def test_shifted_patch_tokens_see_their_neighbours() -> None:
@@ -112,14 +113,73 @@ def test_cct_sequence_pooling_and_tokens() -> None:
 
 
 def test_sincos_positions_are_fixed() -> None:
-    model = create_model("vit_test", pos_embed="sincos")
+    model = create_model("vit_test", attention=AttentionConfig(pos="sincos2d"))
     assert "pos_embed" not in dict(model.named_parameters())
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("name", ["vit_test_spt_lsa", "cct_test"])
-def test_torch_export_parity(name: str, tmp_path: Path) -> None:
-    model = create_model(name).eval()
+def test_rope2d_rotates_inside_attention_and_leaves_the_class_token() -> None:
+    model = create_model("vit_test", attention=AttentionConfig(pos="rope2d")).eval()
+    assert "pos_embed" not in model.state_dict()
+    rope = model.blocks[0].attn.pos
+    assert rope.num_prefix_tokens == 1 and tuple(rope.grid_size) == model.grid_size
+    q = torch.randn(1, 2, 17, 16)
+    rotated, _ = rope.rotate(q, q, 0, 0)
+    torch.testing.assert_close(rotated[:, :, 0], q[:, :, 0])  # the class token is not rotated
+    assert not torch.allclose(rotated[:, :, 1:], q[:, :, 1:])
+
+
+def test_local_backend_makes_the_class_token_global() -> None:
+    model = create_model("vit_test", attention=AttentionConfig("local", window=1))
+    assert model.attention.global_tokens == 1 and model.attention.pos == "learned"
+    assert model.blocks[0].attn.backend_kwargs["global_tokens"] == 1
+    cct = create_model("cct_test", attention=AttentionConfig("local", window=1))
+    assert cct.attention.global_tokens == 0  # sequence pooling: no class token
+    explicit = create_model(
+        "vit_test", attention=AttentionConfig("local", window=1, global_tokens=0)
+    )
+    assert explicit.attention.global_tokens == 0
+
+
+@pytest.mark.parametrize(
+    ("attention", "message"),
+    [
+        (AttentionConfig(pos="alibi"), "pos 'alibi' is not available here; choose one of"),
+        (AttentionConfig(pos="rope"), "pos 'rope' is not available here"),
+        (AttentionConfig(pos="sincos"), "pos 'sincos' is not available here"),
+    ],
+)
+def test_one_dimensional_positions_are_refused_on_the_grid(
+    attention: AttentionConfig, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        create_model("vit_test", attention=attention)
+
+
+def test_lsa_keeps_rope2d_inside_its_temperature() -> None:
+    model = create_model("vit_test_spt_lsa", attention=AttentionConfig(pos="rope2d")).eval()
+    with capture_attention(model) as maps:
+        model(torch.randn(2, 1, 8, 8))
+    assert all(torch.diagonal(a, dim1=-2, dim2=-1).abs().max() == 0 for a in maps)
+    assert model.blocks[0].attn.pos.inner is not None
+
+
+def test_timm_reference_refuses_an_attention_setting() -> None:
+    with pytest.raises(ValueError, match="timm's own attention, which does not take"):
+        timm_vit(preset_config("vit_test", attention=AttentionConfig("local", window=2)))
+    assert timm_vit(preset_config("vit_test", attention=AttentionConfig(pos="learned")))
+
+
+@pytest.mark.parametrize(
+    ("name", "attention"),
+    [
+        ("vit_test_spt_lsa", AttentionConfig()),  # LSA's masked diagonal, no special export path
+        ("vit_test_spt_lsa", AttentionConfig("math", pos="rope2d")),
+        ("cct_test", AttentionConfig()),
+    ],
+)
+def test_torch_export_parity(name: str, attention: AttentionConfig, tmp_path: Path) -> None:
+    model = create_model(name, attention=attention).eval()
     diff = export_model(model, (torch.randn(2, 1, 8, 8),), "torch-export", tmp_path / "m.pt2")
     assert diff < 1e-5
 

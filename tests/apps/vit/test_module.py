@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from attnlab_vit import ImageData, ViTModule
 from attnlab_vit.draw import draw
 
-from attention_core import capture_attention
+from attention_core import AttentionConfig, capture_attention
 from attnlab import FigureContext
 from attnlab.checkpoint import CheckpointError
 
@@ -18,14 +18,19 @@ def _batch(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_overrides_reach_the_model_and_are_saved() -> None:
-    module = ViTModule(preset="vit_test", depth=3, num_classes=7, backend="math")
+    module = ViTModule(
+        preset="vit_test", depth=3, num_classes=7, attention=AttentionConfig("math", pos="rope2d")
+    )
     assert len(module.model.blocks) == 3 and module.model.head.out_features == 7
     assert module.hparams.depth == 3 and module.hparams.preset == "vit_test"
+    assert module.hparams.attention["backend"] == "math"  # plain data for the checkpoint
+    assert module.hparams.attention["pos"] == "rope2d"
+    assert all(b.attn.backend == "math" for b in module.model.blocks)
 
 
 def test_mixup_cutmix_and_ema_train_step() -> None:
     module = ViTModule(preset="vit_test", mixup=0.8, cutmix=1.0, ema_decay=0.9)
-    loss = module._loss(module.model(_batch()[0]), module.mixer(*_batch())[1])
+    loss = module.classification_loss(module.model(_batch()[0]), module.mixer(*_batch())[1])
     assert torch.isfinite(loss)
     before = [p.clone() for p in module.ema.module.parameters()]
     with torch.no_grad():
@@ -79,9 +84,25 @@ def test_model_and_data_must_agree() -> None:
     module = ViTModule(preset="vit_test", num_classes=5)
     dm = ImageData()
     dm.setup("fit")
-    module.trainer = type("T", (), {"datamodule": dm})()  # type: ignore[assignment]
-    with pytest.raises(ValueError, match=r"data has 10 classes but --model\.num_classes is 5"):
-        module.setup("fit")
+    with pytest.raises(ValueError, match=r"the data has 10 classes but the model has 5"):
+        module.configure_from_data(dm)
+    ten = ViTModule(preset="vit_test")
+    ten.configure_from_data(dm)
+    assert ten.class_names == dm.class_names
+
+
+def test_old_attention_flags_map_into_attention_and_warn() -> None:
+    with pytest.warns(
+        FutureWarning, match=r"--model\.backend is deprecated; use --model\.attention\.backend"
+    ):
+        module = ViTModule(preset="vit_test", backend="local", backend_kwargs={"window": 2})
+    assert module.model.attention.backend == "local" and module.model.attention.window == 2
+    assert module.hparams.backend is None and module.hparams.attention["window"] == 2
+    with pytest.warns(FutureWarning, match=r"--model\.pos_embed is deprecated"):
+        module = ViTModule(preset="vit_test", pos_embed="sincos")
+    assert module.model.attention.pos == "sincos2d"
+    with pytest.raises(ValueError, match="disagree"):
+        ViTModule(preset="vit_test", backend="math", attention=AttentionConfig("linear"))
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attnlab import App
+from attnlab.app import MatrixDomain
 
 from .data import ImageData
 from .draw import atlas, draw
@@ -33,4 +34,15 @@ app = App(
     draw=draw,
     atlas=atlas,
     description="Vision Transformer (ViT, SPT+LSA, CCT) image classification with attention rollout",
+    bench_order=10,
+    matrix=MatrixDomain(
+        config="quick",
+        data=None,
+        label="built-in scikit-learn digits",
+        fallback_label="built-in scikit-learn digits",
+        metric="test/top1",
+        mode="max",
+        budget_cpu_s=20.0,  # the quick config's whole run: ~20 CPU s of training
+        window=4,
+    ),
 )

@@ -458,7 +458,8 @@ class ImageData(AttnlabDataModule):
     horizontal flip (off for digits and letters), ``randaugment`` a timm RandAugment spec such as
     ``rand-m9-n2-mstd0.5``. ``max_train`` caps the training images (quick runs, overfit tests).
     ``predict_path`` is an image file or a folder of images for `predict`, which writes the
-    ``top_k`` classes of each to predictions.csv / .json in the run folder.
+    ``top_k`` classes of each to predictions.csv / .json in the run folder. ``eval_batch_size``
+    is the batch of the validation, test and predict loaders (default: ``batch_size``).
     """
 
     def __init__(
@@ -479,8 +480,14 @@ class ImageData(AttnlabDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         seed: int = 0,
+        eval_batch_size: int | None = None,
     ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        super().__init__(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            eval_batch_size=eval_batch_size,
+        )
         if dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
         if dataset == "folder" and not root:

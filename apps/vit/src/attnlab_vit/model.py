@@ -3,13 +3,18 @@
 One model class covers three families, chosen by ``ViTConfig``:
 
 * the plain ViT (Dosovitskiy et al., 2021): convolutional patch embedding, class token or global
-  average pooling, learned or 2-D sin-cos positions. Its parameter names are those of timm's
-  ``VisionTransformer`` (``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.N.*``,
+  average pooling, learned, 2-D sin-cos or 2-D rotary positions. Its parameter names are those of
+  timm's ``VisionTransformer`` (``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.N.*``,
   ``norm``/``fc_norm``, ``head``), so a timm model of the same configuration loads strictly;
 * the small-data ViT of Lee et al. (2021): Shifted Patch Tokenization (``tokenizer="spt"``) and
   Locality Self-Attention (``lsa=True``: a learnable temperature and a masked diagonal);
 * CCT (Hassani et al., 2021): a convolutional tokenizer (``tokenizer="conv"``) and sequence
   pooling (``global_pool="seq"``).
+
+Every self-attention layer takes one ``AttentionConfig`` (``ViTConfig.attention``): its backend,
+the backend's options and the position scheme (``pos``; None = ``learned``, timm's ``pos_embed``).
+Tokens sit on a 2-D grid after the class token, so the valid schemes are ``GRID_POSITIONS``; under
+the ``local`` backend the class token attends globally by default (``global_tokens``).
 
 Named configurations live in a registry: ``create_model("vit_tiny_patch4_32", num_classes=100)``.
 """
@@ -17,7 +22,7 @@ Named configurations live in a registry: ``create_model("vit_tiny_patch4_32", nu
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from typing import Any
 
@@ -26,17 +31,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attention_core import (
+    AttentionConfig,
     AttentionPosition,
     MultiHeadAttention,
-    SinCos2DPositionalEncoding,
     TransformerEncoderBlock,
+    build_position,
+    get_backend,
+    list_backends,
 )
-from attention_core.attention import EXACT_BACKENDS
 
 __all__ = [
+    "GRID_POSITIONS",
     "PRESETS",
     "ConvTokenizer",
-    "LSAMultiHeadAttention",
     "LocalitySelfAttention",
     "PatchEmbed",
     "ShiftedPatchTokenization",
@@ -50,7 +57,15 @@ __all__ = [
 
 TOKENIZERS = ("patch", "spt", "conv")
 POOLS = ("token", "avg", "seq")
-POS_EMBEDS = ("learn", "sincos", "none")
+# Position schemes of a 2-D token grid; the default is timm's learned ``pos_embed``. 1-D schemes
+# (sincos, rope, alibi) have no meaning on a grid.
+GRID_POSITIONS = ("learned", "sincos2d", "rope2d", "none")
+DEFAULT_POS = "learned"
+
+
+def mask_backends() -> list[str]:
+    """Backends that apply any additive mask (LSA's masked diagonal needs one)."""
+    return [name for name in list_backends() if get_backend(name).masks == "any"]
 
 
 @dataclass
@@ -68,7 +83,6 @@ class ViTConfig:
     qkv_bias: bool = True
     class_token: bool = True
     global_pool: str = "token"  # token | avg | seq (CCT's sequence pooling)
-    pos_embed: str = "learn"  # learn | sincos | none
     tokenizer: str = "patch"  # patch | spt | conv
     conv_layers: int = 1  # conv tokenizer: conv + ReLU + max-pool stages
     conv_kernel: int = 3
@@ -77,8 +91,26 @@ class ViTConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     init_values: float | None = None  # LayerScale start value; None = no LayerScale
-    backend: str = "sdpa"
-    backend_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Backend, its options and positions of every self-attention layer (pos None: learned).
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+
+    def __post_init__(self) -> None:
+        self.attention = AttentionConfig.coerce(self.attention)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patch grid: the class token."""
+        return int(self.class_token)
+
+    @property
+    def family(self) -> str:
+        return "CCT" if self.tokenizer == "conv" else "ViT"
+
+    @property
+    def resolved_attention(self) -> AttentionConfig:
+        """``attention`` with this model's defaults: learned positions, and the class token as
+        the global token of a backend that has them (local)."""
+        return self.attention.resolved(pos=DEFAULT_POS, global_tokens=self.num_prefix_tokens)
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -96,8 +128,6 @@ class ViTConfig:
             raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
         if self.global_pool not in POOLS:
             raise ValueError(f"global_pool must be one of {POOLS}, got {self.global_pool!r}")
-        if self.pos_embed not in POS_EMBEDS:
-            raise ValueError(f"pos_embed must be one of {POS_EMBEDS}, got {self.pos_embed!r}")
         if self.img_size <= 0 or self.patch_size <= 0:
             raise ValueError(
                 f"img_size and patch_size must be positive, got {self.img_size}, {self.patch_size}"
@@ -115,22 +145,37 @@ class ViTConfig:
             raise ValueError(
                 f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}"
             )
-        if self.pos_embed == "sincos" and self.embed_dim % 4 != 0:
-            raise ValueError(
-                f"sincos positions need embed_dim divisible by 4, got {self.embed_dim}"
-            )
         if self.global_pool == "token" and not self.class_token:
             raise ValueError("global_pool='token' needs class_token=True; or use 'avg' or 'seq'")
-        if self.lsa and self.backend not in (*EXACT_BACKENDS, "auto", "local"):
-            raise ValueError(
-                f"Locality Self-Attention adds a diagonal mask to the scores, which backend "
-                f"{self.backend!r} cannot apply; use sdpa, math or local"
-            )
-        num_tokens = self.grid_size[0] * self.grid_size[1] + int(self.class_token)
+        self.check_attention()
+        num_tokens = self.grid_size[0] * self.grid_size[1] + self.num_prefix_tokens
         if self.lsa and num_tokens < 2:
             raise ValueError(
                 "Locality Self-Attention needs at least 2 tokens (it masks the diagonal)"
             )
+
+    def check_attention(self) -> AttentionConfig:
+        """The resolved attention setting, refused (one-line ``ValueError``) where this model
+        cannot run it; the message names the backend or the position scheme."""
+        where = f"{self.family} self-attention"
+        attn = self.resolved_attention.check(where=where, grid=True, positions=GRID_POSITIONS)
+        head_dim = self.embed_dim // self.num_heads
+        if attn.pos == "sincos2d" and self.embed_dim % 4 != 0:
+            raise ValueError(
+                f"{where}: pos 'sincos2d' needs embed_dim divisible by 4, got {self.embed_dim}"
+            )
+        if attn.pos == "rope2d" and head_dim % 4 != 0:
+            raise ValueError(
+                f"{where}: pos 'rope2d' needs a head dimension divisible by 4, got "
+                f"{self.embed_dim} / {self.num_heads} heads = {head_dim}"
+            )
+        if self.lsa and get_backend(attn.backend).masks != "any":
+            raise ValueError(
+                f"{where}: Locality Self-Attention masks the diagonal of the scores, which "
+                f"backend {attn.backend!r} cannot apply; use a backend that takes any mask: "
+                f"{', '.join(mask_backends())}"
+            )
+        return attn
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ViTConfig:
@@ -141,7 +186,7 @@ class ViTConfig:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self)  # attention as a plain dict
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,59 +267,25 @@ class LocalitySelfAttention(AttentionPosition):
     * a learnable temperature: queries are scaled by ``exp(log_scale)`` (starts at 1, i.e. the
       usual 1/sqrt(d)), so each layer can sharpen its attention;
     * diagonal masking: a token never attends to itself, which pushes attention to other tokens.
+
+    ``inner`` is the model's own position inside attention (2-D RoPE), applied first.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, inner: AttentionPosition | None = None) -> None:
         super().__init__()
         self.log_scale = nn.Parameter(torch.zeros(()))
+        self.inner = inner
 
     def rotate(self, q: Tensor, k: Tensor, q_start: int, k_start: int) -> tuple[Tensor, Tensor]:
+        if self.inner is not None:
+            q, k = self.inner.rotate(q, k, q_start, k_start)
         return q * self.log_scale.exp(), k
 
     def bias(self, lq: int, lk: int, q_start: int, device: torch.device) -> Tensor:
         eye = torch.eye(lq, lk, device=device, dtype=torch.bool)  # (Lq, Lk)
-        return torch.zeros(lq, lk, device=device).masked_fill(eye, float("-inf"))
-
-
-class LSAMultiHeadAttention(MultiHeadAttention):
-    """``MultiHeadAttention`` with ``LocalitySelfAttention`` as its position hook.
-
-    Under ``torch.export`` it computes the masked softmax itself: attention_core's masked paths
-    check ``bool(mask.any())`` for fully masked rows, a data-dependent branch export cannot
-    trace, and LSA's diagonal never masks a whole row. Training and evaluation run the
-    configured backend through the parent class.
-    """
-
-    pos: LocalitySelfAttention
-
-    def __init__(self, dim: int, num_heads: int, **kwargs: Any):
-        super().__init__(dim, num_heads, pos=LocalitySelfAttention(), **kwargs)
-
-    def forward(
-        self,
-        x: Tensor,
-        context: Tensor | None = None,
-        *,
-        mask: Tensor | None = None,
-        causal: bool = False,
-        kv_cache: Any = None,
-    ) -> Tensor:
-        plain = context is None and mask is None and not causal and kv_cache is None
-        if not (plain and torch.compiler.is_exporting()):
-            return super().forward(x, context, mask=mask, causal=causal, kv_cache=kv_cache)
-        b, length, _ = x.shape
-        q_, k_, v_ = self._project(x, None)
-        q = self.q_norm(self._split_heads(q_, self.num_heads))  # (B, H, L, Dh)
-        k = self.k_norm(self._split_heads(k_, self.num_kv_heads))  # (B, Hkv, L, Dh)
-        v = self._split_heads(v_, self.num_kv_heads)
-        groups = self.num_heads // self.num_kv_heads
-        k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)  # (B, H, L, Dh)
-        q, k = self.pos.rotate(q, k, 0, 0)
-        scores = q @ k.transpose(-2, -1) * self.head_dim**-0.5  # (B, H, L, L)
-        scores = scores + self.pos.bias(length, length, 0, x.device).to(scores.dtype)
-        out = scores.softmax(-1) @ v  # (B, H, L, Dh)
-        out = out.transpose(1, 2).reshape(b, length, self.dim)  # (B, L, dim)
-        return self.proj_drop(self.proj(out))
+        inner = None if self.inner is None else self.inner.bias(lq, lk, q_start, device)
+        base = torch.zeros(lq, lk, device=device) if inner is None else inner  # (H|1, Lq, Lk)
+        return base.masked_fill(eye, float("-inf"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,6 +301,7 @@ class VisionTransformer(nn.Module):
         cfg = ViTConfig.from_dict({**(cfg.to_dict() if cfg else {}), **overrides})
         cfg.validate()
         self.cfg = cfg
+        self.attention = attention = cfg.check_attention()  # defaults filled in
         dim = cfg.embed_dim
         norm_layer = partial(nn.LayerNorm, eps=1e-6)  # timm's ViT norm
         if cfg.tokenizer == "patch":
@@ -300,15 +312,25 @@ class VisionTransformer(nn.Module):
             self.patch_embed = ConvTokenizer(cfg.in_chans, dim, cfg.conv_layers, cfg.conv_kernel)
         self.grid_size = cfg.grid_size
         num_patches = self.grid_size[0] * self.grid_size[1]
-        self.num_prefix_tokens = int(cfg.class_token)
+        self.num_prefix_tokens = cfg.num_prefix_tokens
+        seq_len = num_patches + self.num_prefix_tokens
         if cfg.class_token:
             self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        if cfg.pos_embed == "learn":
-            self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + self.num_prefix_tokens, dim))
-        elif cfg.pos_embed == "sincos":
-            self.pos_sincos = SinCos2DPositionalEncoding(
-                dim, self.grid_size, num_prefix_tokens=self.num_prefix_tokens
+        # Positions: timm's learned ``pos_embed`` table, a fixed 2-D sin-cos table added to the
+        # tokens (``pos_sincos``), or 2-D RoPE inside every attention layer.
+        rope: AttentionPosition | None = None
+        if attention.pos == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, seq_len, dim))
+        else:
+            added, rope = build_position(
+                str(attention.pos),
+                dim=dim,
+                num_heads=cfg.num_heads,
+                grid=self.grid_size,
+                num_prefix_tokens=self.num_prefix_tokens,
             )
+            if added is not None:
+                self.pos_sincos = added
         self.pos_drop = nn.Dropout(cfg.drop_rate)
         rates = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
         self.blocks = nn.ModuleList(
@@ -322,9 +344,10 @@ class VisionTransformer(nn.Module):
                 init_values=cfg.init_values,
                 drop_path=rate,
                 norm_layer=norm_layer,
-                backend=cfg.backend,
-                attn=self._lsa_attention(cfg) if cfg.lsa else None,
-                **cfg.backend_kwargs,
+                attn=self._lsa_attention(cfg, attention, rope, seq_len) if cfg.lsa else None,
+                attention=attention,
+                pos=rope,
+                seq_len=seq_len,
             )
             for rate in rates
         )
@@ -339,15 +362,19 @@ class VisionTransformer(nn.Module):
         self.reset_parameters()
 
     @staticmethod
-    def _lsa_attention(cfg: ViTConfig) -> LSAMultiHeadAttention:
-        return LSAMultiHeadAttention(
+    def _lsa_attention(
+        cfg: ViTConfig, attention: AttentionConfig, rope: AttentionPosition | None, seq_len: int
+    ) -> MultiHeadAttention:
+        """One layer's attention with its own LSA temperature (around the shared 2-D RoPE)."""
+        return MultiHeadAttention(
             cfg.embed_dim,
             cfg.num_heads,
             qkv_bias=cfg.qkv_bias,
             attn_drop=cfg.attn_drop_rate,
             proj_drop=cfg.drop_rate,
-            backend=cfg.backend,
-            **cfg.backend_kwargs,
+            pos=LocalitySelfAttention(rope),
+            attention=attention,
+            seq_len=seq_len,
         )
 
     def reset_parameters(self) -> None:
@@ -420,8 +447,14 @@ def timm_vit(cfg: ViTConfig) -> nn.Module:
             f"'timm' with a plain ViT preset (got tokenizer={cfg.tokenizer!r}, lsa={cfg.lsa}, "
             f"global_pool={cfg.global_pool!r})"
         )
-    if cfg.pos_embed == "sincos":
-        raise ValueError("backbone 'timm' supports pos_embed 'learn' or 'none', not 'sincos'")
+    # timm's Attention is its own: no backend to choose, positions only as its pos_embed table.
+    pos = cfg.attention.pos or DEFAULT_POS
+    if replace(cfg.attention, pos=None) != AttentionConfig() or pos not in ("learned", "none"):
+        given = {k: v for k, v in cfg.attention.to_dict().items() if v not in (None, {})}
+        raise ValueError(
+            f"backbone 'timm' runs timm's own attention, which does not take --model.attention "
+            f"(got {given}); drop the --model.attention.* settings or use --model.backbone attnlab"
+        )
     return TimmViT(
         img_size=cfg.img_size,
         patch_size=cfg.patch_size,
@@ -435,7 +468,7 @@ def timm_vit(cfg: ViTConfig) -> nn.Module:
         qkv_bias=cfg.qkv_bias,
         init_values=cfg.init_values,
         class_token=cfg.class_token,
-        pos_embed=cfg.pos_embed,
+        pos_embed="learn" if pos == "learned" else "none",
         drop_rate=cfg.drop_rate,
         proj_drop_rate=cfg.drop_rate,
         attn_drop_rate=cfg.attn_drop_rate,

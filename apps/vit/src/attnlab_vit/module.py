@@ -1,28 +1,31 @@
-"""The ViT LightningModule: the training recipe, metrics, test-time reports and `predict` output.
+"""The ViT LightningModule: the training recipe on top of the shared classifier.
 
+Metrics (top-1/top-5), the per-class ``test_report.json``, the confusion matrix and the top-k
+``predict`` output come from ``attnlab.classification.ClassifierModule``, as for every classifier.
 Recipe: AdamW with warmup + cosine (from ``AttnlabModule``), label smoothing, optional timm
 Mixup / CutMix (soft targets), optional weight EMA (evaluation, figures and export then use the
 averaged weights). ``backbone="timm"`` trains timm's own ``VisionTransformer`` of the same
 configuration with the same recipe, as a reference.
+
+``attention`` (``--model.attention.backend local --model.attention.window 8
+--model.attention.pos rope2d``) sets every self-attention layer of our models; the old flags
+``--model.backend``, ``--model.backend_kwargs`` and ``--model.pos_embed`` still work, with a
+``FutureWarning`` naming the new one.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
+from dataclasses import fields
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from attention_core import MultiHeadAttention
-from attnlab import AttnlabModule
-from attnlab.figures import confusion_matrix_figure, save_figure
-from attnlab.runs import atomic_write_text, write_topk_predictions
+from attention_core import AttentionConfig, MultiHeadAttention
+from attnlab.classification import ClassifierModule
 
 from .model import VisionTransformer, preset_config, timm_vit
 
@@ -30,11 +33,69 @@ __all__ = ["ViTModule"]
 
 Batch = tuple[Tensor, Tensor]
 
+# The old position names of --model.pos_embed, as --model.attention.pos names them.
+_OLD_POS = {"learn": "learned", "sincos": "sincos2d", "none": "none"}
+# Backend options AttentionConfig has as fields; the rest of an old backend_kwargs goes to options.
+_OPTION_FIELDS = frozenset(f.name for f in fields(AttentionConfig)) - {"backend", "pos", "options"}
 
-class ViTModule(AttnlabModule):
-    """A ViT preset plus per-field overrides (None keeps the preset's value).
 
-    ``img_size``, ``in_chans`` and ``num_classes`` must match the data; ``setup`` checks them.
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(
+        f"--model.{old} is deprecated; use {new} (it is mapped there for now)",
+        FutureWarning,
+        stacklevel=3,
+    )
+
+
+def merge_old_flags(
+    attention: AttentionConfig | Mapping[str, Any] | str | None,
+    backend: str | None = None,
+    backend_kwargs: Mapping[str, Any] | None = None,
+    pos_embed: str | None = None,
+) -> AttentionConfig:
+    """``attention`` with the old flags mapped into it (each warns once); a flag that contradicts
+    a ``--model.attention.*`` value given too is an error."""
+    cfg = AttentionConfig.coerce(attention)
+    values = cfg.to_dict()
+    default = AttentionConfig().to_dict()
+    mapped: dict[str, Any] = {}
+    if backend is not None:
+        _deprecated("backend", "--model.attention.backend")
+        mapped["backend"] = "sdpa" if backend == "auto" else backend
+    if backend_kwargs:
+        _deprecated("backend_kwargs", "--model.attention.<option> (window, feature_map, ...)")
+        options = dict(values["options"])
+        for key, value in backend_kwargs.items():
+            if key in _OPTION_FIELDS:
+                mapped[key] = value
+            else:
+                options[key] = value
+        if options != values["options"]:
+            mapped["options"] = options
+    if pos_embed is not None:
+        _deprecated("pos_embed", "--model.attention.pos")
+        if pos_embed not in _OLD_POS:
+            raise ValueError(
+                f"--model.pos_embed must be one of {list(_OLD_POS)}, got {pos_embed!r}"
+            )
+        mapped["pos"] = _OLD_POS[pos_embed]
+    for key, value in mapped.items():
+        if key != "options" and values[key] not in (default[key], value):
+            raise ValueError(
+                f"--model.attention.{key}={values[key]!r} and the old flag's {value!r} disagree; "
+                f"give only --model.attention.{key}"
+            )
+        values[key] = value
+    return AttentionConfig.coerce(values)
+
+
+class ViTModule(ClassifierModule):
+    """A ViT preset plus per-field overrides (None keeps the preset's value), and the attention
+    setting of every self-attention layer (``attention``).
+
+    ``img_size``, ``in_chans`` and ``num_classes`` must match the data; ``configure_from_data``
+    checks them. ``backend``, ``backend_kwargs`` and ``pos_embed`` are the old spellings of
+    ``attention`` (deprecated; kept so old command lines and checkpoints work).
     """
 
     app_name = "vit"
@@ -52,15 +113,13 @@ class ViTModule(AttnlabModule):
         mlp_ratio: float | None = None,
         class_token: bool | None = None,
         global_pool: str | None = None,
-        pos_embed: str | None = None,
         tokenizer: str | None = None,
         lsa: bool | None = None,
         drop_rate: float | None = None,
         attn_drop_rate: float | None = None,
         drop_path_rate: float | None = None,
         init_values: float | None = None,
-        backend: str | None = None,
-        backend_kwargs: dict[str, Any] | None = None,
+        attention: AttentionConfig = AttentionConfig(),
         backbone: str = "attnlab",
         lr: float = 1e-3,
         weight_decay: float = 0.05,
@@ -70,9 +129,17 @@ class ViTModule(AttnlabModule):
         mixup: float = 0.0,
         cutmix: float = 0.0,
         ema_decay: float = 0.0,
+        backend: str | None = None,
+        backend_kwargs: dict[str, Any] | None = None,
+        pos_embed: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
+        attention = merge_old_flags(attention, backend, backend_kwargs, pos_embed)
+        # Checkpoints are loaded weights-only: plain data, the old flags folded into attention.
+        self.hparams["attention"] = attention.to_dict()
+        for old in ("backend", "backend_kwargs", "pos_embed"):
+            self.hparams[old] = None
         overrides = {
             k: v
             for k, v in dict(
@@ -86,15 +153,13 @@ class ViTModule(AttnlabModule):
                 mlp_ratio=mlp_ratio,
                 class_token=class_token,
                 global_pool=global_pool,
-                pos_embed=pos_embed,
                 tokenizer=tokenizer,
                 lsa=lsa,
                 drop_rate=drop_rate,
                 attn_drop_rate=attn_drop_rate,
                 drop_path_rate=drop_path_rate,
                 init_values=init_values,
-                backend=backend,
-                backend_kwargs=backend_kwargs,
+                attention=attention,
             ).items()
             if v is not None
         }
@@ -117,14 +182,7 @@ class ViTModule(AttnlabModule):
             )
             self.ema.requires_grad_(False)
         self.mixer = self._make_mixer(mixup, cutmix, label_smoothing, cfg.num_classes)
-        n = cfg.num_classes
-        for stage in ("val", "test"):
-            setattr(self, f"{stage}_top1", MulticlassAccuracy(n, top_k=1))
-            setattr(self, f"{stage}_top5", MulticlassAccuracy(n, top_k=min(5, n)))
-        self.test_per_class = MulticlassAccuracy(n, average=None)
-        self.test_confusion = MulticlassConfusionMatrix(n)
-        self.class_names = [str(i) for i in range(n)]
-        self._predictions: list[dict[str, Any]] = []
+        self.init_classifier(cfg.num_classes, label_smoothing=label_smoothing)
 
     # ------------------------------------------------------------------ construction helpers
     @staticmethod
@@ -168,143 +226,40 @@ class ViTModule(AttnlabModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.eval_model(x) if not self.training else self.model(x)
 
-    # ------------------------------------------------------------------ setup checks
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is None or not hasattr(dm, "size"):
-            return
+    # ------------------------------------------------------------------ data
+    def configure_from_data(self, datamodule: Any) -> None:
+        """Check that the model fits the images (size, channels), then take the data's class
+        names (``ClassifierModule``: a different class count is an error)."""
+        dm = datamodule
         cfg = self.config
         problems = []
-        if dm.size != cfg.img_size:
+        if hasattr(dm, "size") and dm.size != cfg.img_size:
             problems.append(
                 f"images are {dm.size}x{dm.size} but --model.img_size is {cfg.img_size}"
             )
-        if dm.in_chans != cfg.in_chans:
+        if hasattr(dm, "in_chans") and dm.in_chans != cfg.in_chans:
             problems.append(
                 f"images have {dm.in_chans} channel(s) but --model.in_chans is {cfg.in_chans}"
-            )
-        names = list(getattr(dm, "class_names", []) or [])
-        if names and len(names) != cfg.num_classes:
-            problems.append(
-                f"the data has {len(names)} classes but --model.num_classes is {cfg.num_classes}"
             )
         if problems:
             raise ValueError(
                 f"model and data disagree: {'; '.join(problems)}; set the --model.* values to match "
                 "the data (or --data.image_size / --data.channels)"
             )
-        if names and stage != "predict":
-            self.class_names = names
+        super().configure_from_data(dm)
 
     # ------------------------------------------------------------------ steps
-    def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        if target.dim() == 2:  # soft targets from Mixup / CutMix
-            return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
-        return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
-
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        x, y = batch
+    def training_logits(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The training forward pass of the trained (not the EMA) weights, with Mixup / CutMix
+        (soft targets) when enabled."""
         target: Tensor = y
         if self.mixer is not None and len(x) % 2 == 0:  # timm's Mixup pairs samples
             x, target = self.mixer(x, y)
-        loss = self._loss(self.model(x), target)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
-        return loss
+        return self.model(x), target
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if hasattr(self, "ema"):
             self.ema.update_parameters(self.model)
-
-    def _eval_step(self, batch: Batch, stage: str) -> Tensor:
-        x, y = batch
-        logits = self.eval_model(x)
-        loss = F.cross_entropy(logits, y)
-        top1, top5 = getattr(self, f"{stage}_top1"), getattr(self, f"{stage}_top5")
-        top1(logits, y)
-        top5(logits, y)
-        kw: dict[str, Any] = dict(on_step=False, on_epoch=True, batch_size=len(x))
-        self.log(f"{stage}/loss", loss, **kw)
-        self.log(f"{stage}/top1", top1, prog_bar=stage == "val", **kw)
-        self.log(f"{stage}/top5", top5, **kw)
-        return logits
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        logits = self._eval_step(batch, "test")
-        self.test_per_class.update(logits, batch[1])
-        self.test_confusion.update(logits, batch[1])
-
-    def on_test_epoch_end(self) -> None:
-        """Per-class accuracy (logged and written to per_class_accuracy.json) and the confusion
-        matrix figure, both in the run folder."""
-        per_class = self.test_per_class.compute().cpu()
-        confusion = self.test_confusion.compute().cpu()
-        self.test_per_class.reset()
-        self.test_confusion.reset()
-        for i, acc in enumerate(per_class.tolist()):
-            self.log(f"test/class_acc_{i}", float(acc))
-        if not self.trainer.is_global_zero or getattr(self.trainer, "sanity_checking", False):
-            return
-        root = Path(self.trainer.default_root_dir)
-        support = confusion.sum(1).tolist()
-        report = {
-            "per_class": [
-                {"class": i, "name": self.class_names[i], "accuracy": float(a), "support": int(s)}
-                for i, (a, s) in enumerate(zip(per_class.tolist(), support))
-            ],
-            "confusion_matrix": confusion.tolist(),
-        }
-        atomic_write_text(root / "per_class_accuracy.json", json.dumps(report, indent=2) + "\n")
-        fig = confusion_matrix_figure(confusion, self.class_names)
-        save_figure(self.trainer, "confusion_matrix", fig, step=self.global_step)
-
-    # ------------------------------------------------------------------ predict
-    def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        x, index = batch
-        probs = self.eval_model(x).softmax(-1)  # (B, num_classes)
-        dm = getattr(self.trainer, "datamodule", None)
-        values, classes = probs.topk(self._top_k(), dim=-1)  # (B, k)
-        paths = getattr(dm, "predict_paths", None) or []
-        for i, vals, cls in zip(index.tolist(), values.tolist(), classes.tolist()):
-            self._predictions.append(
-                {
-                    "path": str(paths[i]) if i < len(paths) else str(i),
-                    "top": [
-                        {"class": c, "name": self._name(c), "probability": round(p, 6)}
-                        for c, p in zip(cls, vals)
-                    ],
-                }
-            )
-        return probs
-
-    def _top_k(self) -> int:
-        dm = getattr(self.trainer, "datamodule", None)
-        return min(int(getattr(dm, "top_k", 5)), self.config.num_classes)
-
-    def _name(self, c: int) -> str:
-        return self.class_names[c] if c < len(self.class_names) else str(c)
-
-    def on_predict_epoch_start(self) -> None:
-        self._predictions = []
-
-    def on_predict_epoch_end(self) -> None:
-        """Write predictions.json and predictions.csv (top-k classes and probabilities)."""
-        if not self.trainer.is_global_zero:
-            return
-        write_topk_predictions(
-            Path(self.trainer.default_root_dir), self._predictions, self._top_k()
-        )
-
-    # ------------------------------------------------------------------ checkpoints
-    def checkpoint_extras(self) -> dict[str, Any]:
-        return {"class_names": list(self.class_names)}
-
-    def load_checkpoint_extras(self, extras: dict[str, Any]) -> None:
-        names = extras.get("class_names")
-        if names and len(names) == self.config.num_classes:
-            self.class_names = list(names)
 
     # ------------------------------------------------------------------ services
     def figure_forward(self, batch: Batch) -> Tensor:
