@@ -17,6 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+
 def _app_packages() -> tuple[str, ...]:
     """The installed apps' top-level packages (entry points), so a new app is covered too."""
     from attnlab.app import load_apps

@@ -53,7 +53,7 @@ class AudioModule(ClassifierModule):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
-        attention: AttentionConfig = AttentionConfig(),  # noqa: B008  (a dataclass: CLI flags)
+        attention: AttentionConfig = AttentionConfig(),
         cnn_channels: list[int] | None = None,
         freq_masks: int = 2,
         freq_mask_param: int = 8,

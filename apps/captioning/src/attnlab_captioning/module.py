@@ -88,8 +88,8 @@ class CaptionModule(AttnlabModule):
         weight_decay: float = 0.01,
         warmup_fraction: float = 0.05,
         min_lr_ratio: float = 0.05,
-        attention: AttentionConfig = AttentionConfig(),  # noqa: B008 (never mutated)
-        cross_attention: AttentionConfig = AttentionConfig(),  # noqa: B008
+        attention: AttentionConfig = AttentionConfig(),
+        cross_attention: AttentionConfig = AttentionConfig(),
     ):
         super().__init__()
         attention = AttentionConfig.coerce(attention)  # a dict from a checkpoint's hparams
