@@ -1,5 +1,5 @@
-"""The five apps as the reliability tests drive them: each quick config shrunk to a few seconds of
-training, and helpers to read what a run wrote."""
+"""The installed apps as the reliability tests drive them (each app's ``App.suite``): each quick
+config shrunk to a few seconds of training, and helpers to read what a run wrote."""
 
 from __future__ import annotations
 
@@ -24,20 +24,27 @@ class AppCase:
     ddp_metric: str
     batch_size: int  # the quick config's; the DDP run halves it per process
     small_data: tuple[str, ...]
+    side_data: str | None = None  # the checkpoint_extras key of data needed back at load time
 
 
-APPS = [
-    AppCase("vit", "val/loss", 32, ()),  # 144 validation images
-    AppCase(
-        "caption",
-        "val/loss",
-        32,
-        ("--data.n_train", "256", "--data.n_val", "64", "--data.n_test", "64"),
-    ),
-    AppCase("forecast", "val/mse", 32, ("--data.n_steps", "1510")),  # 56 validation windows
-    AppCase("recsys", "val/hr@20", 64, ("--data.synthetic", "{num_users: 300}")),
-    AppCase("audio", "val/loss", 32, ("--data.n_synthetic", "200")),  # 20 validation clips
-]
+def _cases() -> list[AppCase]:
+    """Every installed app (entry points), as its ``App.suite`` says to drive it."""
+    from attnlab.app import load_apps
+
+    apps = sorted(load_apps().values(), key=lambda a: (a.bench_order, a.name))
+    return [
+        AppCase(
+            app.name,
+            app.suite.ddp_metric or app.monitor,
+            app.suite.batch_size,
+            tuple(app.suite.small_data),
+            app.suite.side_data,
+        )
+        for app in apps
+    ]
+
+
+APPS = _cases()
 
 # Two epochs of four steps each, figures every epoch (so some exist before a mid-run kill), a
 # short test after fit. Validation runs on the whole (small) validation split.

@@ -18,15 +18,6 @@ from attnlab.app import get_app
 from attnlab.checkpoint import CheckpointError
 from attnlab.cli import main
 
-# Where each app keeps the plain data it needs back at load time (AttnlabModule.checkpoint_extras).
-SIDE_DATA = {
-    "vit": "class_names",
-    "caption": "vocab",
-    "forecast": "scaler",  # its scaler is a buffer in the weights; the extras are read too
-    "recsys": "item_ids",
-    "audio": "class_names",
-}
-
 
 class Payload:
     """Unpickling this runs ``touch <marker>``: proof of code execution if the marker appears."""
@@ -47,7 +38,7 @@ def _planted_checkpoints(app: AppCase, folder: Path, marker: Path) -> dict[str, 
         "hyper_parameters": {"state_dict": {}, "hyper_parameters": {"lr": Payload(marker)}},
         "side_data": {
             "state_dict": {},
-            "attnlab": {**meta, "extras": {SIDE_DATA[app.command]: Payload(marker)}},
+            "attnlab": {**meta, "extras": {app.side_data or "side_data": Payload(marker)}},
         },
     }
     paths = {}

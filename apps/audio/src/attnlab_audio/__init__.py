@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attnlab import App
-from attnlab.app import MatrixDomain
+from attnlab.app import MatrixDomain, SuiteCase
 
 from .audio_io import load_audio, read_wav, write_wav
 from .data import AudioData, make_dtmf, scan_fsdd, scan_speech_commands, scan_wav_folder
@@ -56,5 +56,10 @@ app = App(
         mode="max",
         budget_cpu_s=10.0,  # the quick config's whole run: ~10 CPU s of training
         window=6,
+    ),
+    suite=SuiteCase(
+        small_data=("--data.n_synthetic", "200"),  # 20 validation clips
+        ddp_metric="val/loss",
+        side_data="class_names",
     ),
 )

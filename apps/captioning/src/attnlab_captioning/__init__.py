@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attnlab import App
-from attnlab.app import MatrixDomain
+from attnlab.app import MatrixDomain, SuiteCase
 
 from .data import CaptionData
 from .draw import atlas, draw
@@ -40,5 +40,10 @@ app = App(
         budget_cpu_s=40.0,  # the quick config's whole run: ~40 CPU s of training
         window=4,
         overrides=("--model.decoder=transformer",),
+    ),
+    suite=SuiteCase(
+        small_data=("--data.n_train", "256", "--data.n_val", "64", "--data.n_test", "64"),
+        ddp_metric="val/loss",
+        side_data="vocab",
     ),
 )

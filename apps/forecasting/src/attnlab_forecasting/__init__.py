@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attnlab import App
-from attnlab.app import MatrixDomain
+from attnlab.app import MatrixDomain, SuiteCase
 
 from .data import ForecastData
 from .draw import atlas, draw
@@ -39,5 +39,10 @@ app = App(
         mode="min",
         budget_cpu_s=15.0,  # the quick config's whole run: ~15 CPU s of training
         window=4,
+    ),
+    suite=SuiteCase(
+        small_data=("--data.n_steps", "1510"),  # 56 validation windows
+        ddp_metric="val/mse",
+        side_data="scaler",  # also a buffer in the weights; the extras are read too
     ),
 )

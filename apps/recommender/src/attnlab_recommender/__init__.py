@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attnlab import App
-from attnlab.app import MatrixDomain
+from attnlab.app import MatrixDomain, SuiteCase
 
 from .data import RecDataModule
 from .draw import atlas, draw
@@ -36,5 +36,11 @@ app = App(
         # at this budget against that run.
         budget_cpu_s=10.0,
         window=8,
+    ),
+    suite=SuiteCase(
+        small_data=("--data.synthetic", "{num_users: 300}"),
+        batch_size=64,
+        ddp_metric="val/hr@20",
+        side_data="item_ids",
     ),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attnlab import App
-from attnlab.app import MatrixDomain
+from attnlab.app import MatrixDomain, SuiteCase
 
 from .data import ImageData
 from .draw import atlas, draw
@@ -45,4 +45,5 @@ app = App(
         budget_cpu_s=20.0,  # the quick config's whole run: ~20 CPU s of training
         window=4,
     ),
+    suite=SuiteCase(ddp_metric="val/loss", side_data="class_names"),
 )

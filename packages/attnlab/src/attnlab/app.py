@@ -74,6 +74,21 @@ class MatrixDomain:
     overrides: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class SuiteCase:
+    """How the suites that drive every app (``tests/reliability``: kill and resume, DDP, untrusted
+    checkpoints, bad input) run this one: ``small_data`` overrides shrink the quick config's data
+    to seconds (validation splits of even size, so two DDP processes split them evenly);
+    ``batch_size`` is the quick config's; ``ddp_metric`` the validation metric two processes must
+    agree on (default: the app's monitor; a loss is smoother than an accuracy); ``side_data`` the
+    key of ``checkpoint_extras`` holding plain data the app needs back at load time."""
+
+    small_data: tuple[str, ...] = ()
+    batch_size: int = 32
+    ddp_metric: str | None = None
+    side_data: str | None = None
+
+
 @dataclass
 class App:
     """An app as the `attnlab` command sees it.
@@ -99,6 +114,7 @@ class App:
     # Where the app comes in lists other tools make (README tables, benchmarks): ascending.
     bench_order: int = 100
     matrix: MatrixDomain | None = None
+    suite: SuiteCase = field(default_factory=SuiteCase)
 
     def __post_init__(self) -> None:
         self.config_dir = Path(self.config_dir)
