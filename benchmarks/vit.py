@@ -24,6 +24,9 @@ from benchmarks.runner import Benchmark, Run, RunResult, results_table
 FULL_CPU_S = 600.0  # per model, as the earlier wall-clock benchmark (600 s each)
 TINY_CPU_S = 3.0
 MODELS = (("ours", ()), ("timm", ("--model.backbone=timm",)))
+# Ours with sliding-window attention: a 7 x 7 patch grid, a window of one grid row each side, the
+# class token global (the default under local). Full scale only (the tiny test keeps two runs).
+LOCAL = ("ours_local", ("--model.attention.backend=local", "--model.attention.window=7"))
 DATA = {
     "fashion_mnist": "Fashion-MNIST (54,000 train / 6,000 validation / 10,000 test)",
     "quick": "scikit-learn digits (quick config)",
@@ -46,7 +49,8 @@ def runs(scale: str) -> list[Run]:
             needs_data=config != "quick",
             labels={"model": name, "data": DATA[config]},
         )
-        for name, overrides in MODELS
+        for name, overrides in (*MODELS, LOCAL)
+        if scale == "full" or name != LOCAL[0]
     ]
 
 
@@ -176,6 +180,7 @@ def tabulate(results: list[RunResult]) -> tuple[dict[str, Any], str]:
             "`--model.backbone=timm`; test top-1 of the best-validation checkpoint.",
             table,
             f"Ratios (ours / timm): {ratio_text}.",
+            _local_line(models),
             "Validation top-1 at the end of each epoch, against the training CPU seconds used:",
             markdown_table(
                 ["model", "epoch", "step", "train CPU s", "val top-1"],
@@ -185,6 +190,19 @@ def tabulate(results: list[RunResult]) -> tuple[dict[str, Any], str]:
         ]
     )
     return payload, body
+
+
+def _local_line(models: dict[str, dict[str, Any]]) -> str:
+    """Sliding-window attention (class token global) against full attention, same budget."""
+    ours, local = models.get("ours") or {}, models.get("ours_local") or {}
+    if ours.get("test_top1") is None or local.get("test_top1") is None:
+        return ""
+    gap = 100 * (ours["test_top1"] - local["test_top1"])
+    verdict = "within" if abs(gap) <= 1.0 else "outside"
+    return (
+        f"Local attention (window 7, class token global): test top-1 {local['test_top1']:.4f}, "
+        f"{gap:+.1f} points below full attention ({verdict} the 1-point goal; one seed each)."
+    )
 
 
 def headline(payload: dict[str, Any]) -> str:
