@@ -260,7 +260,7 @@ def test_registry_checksums_match_the_manifest() -> None:
 def test_etth1_protocol(etth1_root: Path) -> None:
     dm = ForecastData(dataset="etth1", root=str(etth1_root), seq_len=336, pred_len=96)
     dm.setup("fit")
-    assert len(dm.test_set) == 2785  # ANCHORS.md: all 2,785 test windows at L=336, H=96
+    assert len(dm.test_set) == 2785  # docs/anchors.md: all 2,785 test windows at L=336, H=96
     assert len(dm.test_set) == (14400 - (11520 - 336)) - 336 - 96 + 1
     assert dm.scaler is not None
     values = read_series_csv(etth1_root / "ETTh1.csv").values

@@ -527,7 +527,7 @@ register_preset(
 register_preset(
     "vit_digits_8", **_GRAY8, patch_size=2, embed_dim=64, depth=3, num_heads=4, global_pool="avg"
 )
-# 28x28 grayscale (MNIST, Fashion-MNIST): 49 tokens; the size of the timm reference in ANCHORS.md
+# 28x28 grayscale (MNIST, Fashion-MNIST): 49 tokens; the size of the timm reference in docs/anchors.md
 # (d128, depth 6, 4 heads, patch 4, 0.8M parameters).
 register_preset(
     "vit_mini_patch4_28", **_GRAY28, patch_size=4, embed_dim=128, depth=6, num_heads=4,
