@@ -391,7 +391,11 @@ def execute(
             wall = float(_read_json(run_dir / STAMP).get("wall_s") or 0.0)
             results[run.name] = _collect(run, run_dir, returncode=0, reused=True, wall_s=wall)
             say(f"reuse {run.name} (completed earlier: {run_dir})")
-        elif not selected and reuse and (earlier := _as_run_earlier(run, run_dir, threads)) is not None:
+        elif (
+            not selected
+            and reuse
+            and (earlier := _as_run_earlier(run, run_dir, threads)) is not None
+        ):
             wall = float(_read_json(run_dir / STAMP).get("wall_s") or 0.0)
             results[run.name] = _collect(earlier, run_dir, returncode=0, reused=True, wall_s=wall)
             say(f"reuse {run.name} (completed earlier at its own budget: {earlier.command()})")
