@@ -116,7 +116,10 @@ def tabulate(results: list[RunResult]) -> tuple[dict[str, Any], str]:
         mine = [row for row in rows if row["dataset"] == dataset]
         lines += ["", f"## {title}", ""]
         if not mine:
-            lines.append("Not run here (needs `ATTNLAB_DATA_DIR` holding `flickr8k/`).")
+            lines.append(
+                "Not in this results file (see the runs below; these runs need "
+                "`ATTNLAB_DATA_DIR` holding `flickr8k/`)."
+            )
             continue
         table = []
         for row in mine:
