@@ -22,7 +22,7 @@ softmax), ``local.py`` (sliding-window attention) and ``linear.py`` (kernelized 
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -249,7 +249,7 @@ def _init_linear(module: nn.Module, options: dict[str, Any]) -> list[str]:
     """Performer's random features live on the module, fixed (a buffer), so runs repeat."""
     if options.get("feature_map") != "favor":
         return []
-    head_dim = int(module.head_dim)
+    head_dim = int(cast(int, module.head_dim))
     module.register_buffer(
         "favor_features", favor_projection(head_dim, options.get("num_features"))
     )
@@ -274,7 +274,7 @@ def _linear_backend(
 ) -> tuple[Tensor, Tensor | None]:
     if feature_map == "favor" and projection is None:
         if module is not None and hasattr(module, "favor_features"):
-            projection = module.favor_features
+            projection = cast(Tensor, module.favor_features)
         else:
             projection = favor_projection(q.shape[-1], num_features, device=q.device, dtype=q.dtype)
     return _linear(
@@ -318,7 +318,7 @@ def _linformer_backend(
     attention over the projections."""
     assert module is not None  # learned backends only run inside a module
     lk = k.shape[2]
-    e_all, f_all = module.linformer_e, module.linformer_f
+    e_all, f_all = cast(Tensor, module.linformer_e), cast(Tensor, module.linformer_f)
     if lk > e_all.shape[1]:
         raise ValueError(
             f"linformer was built for seq_len={e_all.shape[1]} but got {lk} keys; "

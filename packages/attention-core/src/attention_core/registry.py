@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Protocol
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -38,21 +38,10 @@ __all__ = [
 MASK_SUPPORT = ("any", "key_padding", "none")
 
 
-class BackendFn(Protocol):
-    def __call__(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        *,
-        mask: Tensor | None,
-        causal: bool,
-        dropout_p: float,
-        scale: float,
-        return_weights: bool,
-        module: nn.Module | None,
-        **options: Any,
-    ) -> tuple[Tensor, Tensor | None]: ...
+# fn(q, k, v, *, mask, causal, dropout_p, scale, return_weights, module, **options)
+#   -> (out (B, H, Lq, Dv), weights (B, H, Lq, Lk) or None); the options are the backend's own
+#   keyword arguments, so the signature differs per backend.
+BackendFn = Callable[..., tuple[Tensor, Tensor | None]]
 
 
 @dataclass(frozen=True)
@@ -87,7 +76,7 @@ class BackendOption:
             raise ValueError(
                 f"backend {backend!r}: {self.name}={value!r} is not one of {list(self.choices)}"
             )
-        if self.minimum is not None and value < self.minimum:
+        if self.minimum is not None and cast(float, value) < self.minimum:
             raise ValueError(
                 f"backend {backend!r}: {self.name} must be >= {self.minimum}, got {value!r}"
             )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -55,6 +55,12 @@ def batch_samples(batch: Any) -> int:
         if n:
             return n
     return 0
+
+
+def _feed(module: pl.LightningModule, fraction: float) -> None:
+    """Tell the module how much of the budget is used (``AttnlabModule.budget_fraction``, read
+    by its learning-rate schedule; any other module just carries the attribute)."""
+    cast(Any, module).budget_fraction = fraction
 
 
 class Budget(pl.Callback):
@@ -114,7 +120,7 @@ class Budget(pl.Callback):
         self._cpu_end = self._wall_end = None
         self.stopped_by = None
         if self.active:
-            pl_module.budget_fraction = self.fraction(*self.used())
+            _feed(pl_module, self.fraction(*self.used()))
 
     def on_train_batch_end(
         self,
@@ -132,7 +138,7 @@ class Budget(pl.Callback):
         if trainer.world_size > 1:  # one clock decides for every rank: rank 0's
             cpu, wall = trainer.strategy.broadcast((cpu, wall), src=0)
         fraction = self.fraction(cpu, wall)
-        pl_module.budget_fraction = fraction
+        _feed(pl_module, fraction)
         if fraction >= 1.0 and not trainer.should_stop:
             over_cpu = self.cpu_s is not None and cpu >= self.cpu_s
             self.stopped_by = "cpu_budget" if over_cpu else "wall_budget"
