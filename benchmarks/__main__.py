@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import benchmarks
-from benchmarks.runner import DEFAULT_RUNS_ROOT, SCALES, BenchmarkFailed, run_benchmark
+from benchmarks.runner import COLLECT, DEFAULT_RUNS_ROOT, SCALES, BenchmarkFailed, run_benchmark
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
         "data (written beside the run folders)",
     )
     parser.add_argument("--only", default=None, help="run only the runs whose name contains this")
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="run nothing: tabulate the runs earlier sittings completed (a benchmark assembled "
+        "with --only over several sittings)",
+    )
     parser.add_argument(
         "--budget-factor",
         type=float,
@@ -101,8 +107,8 @@ def _run(name: str, args: argparse.Namespace) -> None:
                 jobs=args.jobs,
                 threads=args.threads,
                 runs_root=args.runs_dir,
-                only=args.only,
-                reuse=args.reuse,
+                only=COLLECT if args.collect else args.only,
+                reuse=args.reuse or args.collect,
                 budget_factor=args.budget_factor,
             )
         except BenchmarkFailed as exc:

@@ -144,7 +144,11 @@ def bench_command(
     args = ["nox", "-s", "bench", "--", name, "--jobs", str(jobs), "--threads", str(threads)]
     if scale != "full":
         args += ["--scale", scale]
-    if only:
+    from benchmarks.runner import COLLECT
+
+    if only == COLLECT:
+        args += ["--collect"]
+    elif only:
         args += ["--only", only]
     if budget_factor != 1.0:
         args += ["--budget-factor", typed_number(budget_factor)]

@@ -62,6 +62,9 @@ __all__ = [
 ]
 
 SCALES = ("full", "tiny")
+# ``only`` that selects no run: with ``reuse`` the benchmark is tabulated from the run folders that
+# earlier sittings completed, and nothing runs (``--collect``).
+COLLECT = "\x00collect"
 DEFAULT_RUNS_ROOT = ROOT / "runs" / "bench"
 STAMP = "bench.json"  # in a run folder: the command and threads that completed it
 LOG_TAIL_LINES = 30
@@ -400,7 +403,12 @@ def execute(
             results[run.name] = _collect(earlier, run_dir, returncode=0, reused=True, wall_s=wall)
             say(f"reuse {run.name} (completed earlier at its own budget: {earlier.command()})")
         elif not selected:
-            results[run.name] = _skipped(run, run_dir, f"not selected by --only {only!r}")
+            why = (
+                "not run in any sitting yet"
+                if only == COLLECT
+                else f"not selected by --only {only!r}"
+            )
+            results[run.name] = _skipped(run, run_dir, why)
         elif run.needs_data and _data_missing():
             results[run.name] = _skipped(run, run_dir, _data_missing())
             say(f"skip  {run.name}: {_data_missing()}")

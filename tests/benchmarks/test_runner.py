@@ -341,3 +341,14 @@ def test_a_run_completed_at_another_budget_is_kept_with_its_own_command(tmp_path
     assert result.run.budget == {"cpu_s": 25.0} and "--budget.cpu_s=25" in result.run.command()
     [skipped] = execute(bench, runs_root=tmp_path, only="other", reuse=False)
     assert skipped.status == "skipped"
+
+
+def test_collect_runs_nothing_and_says_so(tmp_path):
+    from benchmarks._results import bench_command
+    from benchmarks.runner import COLLECT, execute
+
+    run = Run("never", "vit", ("quick",))
+    bench = Benchmark(name="c", title="t", runs=lambda scale: [run], tabulate=lambda r: ({}, ""))
+    [result] = execute(bench, runs_root=tmp_path, only=COLLECT, reuse=True)
+    assert result.status == "skipped" and result.note == "not run in any sitting yet"
+    assert bench_command("c", "full", 1, 1, COLLECT).endswith("--collect")
