@@ -13,7 +13,8 @@ The budget of a domain is the CPU time at which its default reaches at least 90 
 full-budget quality (the app states how that was measured next to its ``MatrixDomain``); every
 variant gets the same budget and the same seeds, and the table gives mean ± std over seeds. A
 variant is called better or worse than ``sdpa`` only when the difference of the means exceeds
-the larger of the two standard deviations; otherwise the table says "within noise".
+the sum of the two standard deviations (their mean ± std intervals do not overlap); otherwise
+the table says "within noise".
 
 Long: about (valid variants x seeds x budget) per domain. ``--only vit-`` runs one domain and
 ``--reuse`` keeps finished runs, so the matrix can be assembled over several sittings; the result
@@ -174,7 +175,7 @@ def tabulate(results: list[RunResult]) -> tuple[dict[str, Any], str]:
             elif None not in (mean, base_mean, std, base_std):
                 assert mean is not None and base_mean is not None
                 diff = (mean - base_mean) * (1 if higher else -1)
-                noise = max(std or 0.0, base_std or 0.0)
+                noise = (std or 0.0) + (base_std or 0.0)  # mean ± std intervals must not overlap
                 verdict = (
                     "within noise" if abs(diff) <= noise else ("better" if diff > 0 else "worse")
                 )
@@ -209,7 +210,7 @@ def tabulate(results: list[RunResult]) -> tuple[dict[str, Any], str]:
         "Every variant is the app's default model with one `--model.attention.*` change, trained "
         "for the domain's CPU budget with the layer's warmup + cosine over the budget, then "
         'tested; mean ± std over seeds. "better"/"worse" only where the difference of the '
-        "means exceeds the larger standard deviation. Plot: [`matrix.png`](matrix.png)."
+        "means exceeds the sum of their standard deviations (mean ± std intervals apart). Plot: [`matrix.png`](matrix.png)."
     )
     payload = {"domains": domains}
     return payload, intro + "\n\n" + "\n\n".join(sections)
