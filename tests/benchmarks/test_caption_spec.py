@@ -57,7 +57,7 @@ def test_tiny_runs_tabulate_what_their_folders_hold(
         assert metrics["stopped_by"] == row["stopped_by"] == "cpu_budget"
         assert row["final_train_xent"] is not None and row["final_train_xent"] > 0
         assert f"`{result.run.command()}`" in body
-    assert "Not run here" in body  # no Flickr8k runs at this scale
+    assert "Not in this results file" in body  # no Flickr8k runs at this scale
     assert caption.headline(payload).startswith("digit scenes, 3 CPU s each: Show-Attend-Tell")
 
 

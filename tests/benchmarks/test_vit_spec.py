@@ -23,7 +23,7 @@ from benchmarks.vit import BENCHMARK, FULL_CPU_S  # noqa: E402
 
 def test_full_runs_are_the_shipped_config_for_both_backbones() -> None:
     runs = {r.name: r for r in BENCHMARK.planned("full")}
-    assert set(runs) == {"ours", "timm"}
+    assert set(runs) == {"ours", "timm", "ours_local"}
     assert all(r.needs_data and r.budget == {"cpu_s": FULL_CPU_S} for r in runs.values())
     assert runs["ours"].command() == (
         "attnlab vit fit --config fashion_mnist --budget.cpu_s=600 --seed_everything=42"
@@ -31,6 +31,10 @@ def test_full_runs_are_the_shipped_config_for_both_backbones() -> None:
     assert runs["timm"].command() == (
         "attnlab vit fit --config fashion_mnist --model.backbone=timm --budget.cpu_s=600 "
         "--seed_everything=42"
+    )
+    assert runs["ours_local"].command() == (
+        "attnlab vit fit --config fashion_mnist --model.attention.backend=local "
+        "--model.attention.window=7 --budget.cpu_s=600 --seed_everything=42"
     )
 
 
