@@ -291,6 +291,21 @@ def _collect(run: Run, run_dir: Path, **kw: Any) -> RunResult:
     )
 
 
+def _refusal_file(run_dir: Path) -> Path:
+    return run_dir.with_name(run_dir.name + ".refused.json")
+
+
+def _refused_earlier(run: Run, run_dir: Path, threads: int) -> RunResult | None:
+    """A ``may_refuse`` run the command refused in an earlier sitting, with the same command."""
+    record = _read_json(_refusal_file(run_dir))
+    if not record or record.get("command") != run.command() or record.get("threads") != threads:
+        return None
+    return RunResult(
+        run, run_dir, {}, {}, [], 1, "", status="refused", note=str(record.get("error", "")),
+        reused=True,
+    )  # fmt: skip
+
+
 def _skipped(run: Run, run_dir: Path, note: str) -> RunResult:
     return RunResult(run, run_dir, {}, {}, [], 0, "", status="skipped", note=note)
 
@@ -390,7 +405,10 @@ def execute(
     for run in runs:
         run_dir = folder / run.name
         selected = only is None or only in run.name
-        if reuse and _reusable(run, run_dir, threads):
+        if reuse and run.may_refuse and (refused := _refused_earlier(run, run_dir, threads)):
+            results[run.name] = refused
+            say(f"reuse {run.name} (refused earlier: {refused.note})")
+        elif reuse and _reusable(run, run_dir, threads):
             wall = float(_read_json(run_dir / STAMP).get("wall_s") or 0.0)
             results[run.name] = _collect(run, run_dir, returncode=0, reused=True, wall_s=wall)
             say(f"reuse {run.name} (completed earlier: {run_dir})")
@@ -474,6 +492,10 @@ def run_benchmark(
         line = _refusal(r) if r.status == "failed" and r.run.may_refuse else None
         if line:
             r.status, r.note = "refused", line
+            _refusal_file(r.run_dir).write_text(
+                json.dumps({"command": r.run.command(), "threads": threads, "error": line}) + "\n",
+                encoding="utf-8",
+            )
     json_path, error = write_benchmark_results(
         bench,
         results,

@@ -352,3 +352,18 @@ def test_collect_runs_nothing_and_says_so(tmp_path):
     [result] = execute(bench, runs_root=tmp_path, only=COLLECT, reuse=True)
     assert result.status == "skipped" and result.note == "not run in any sitting yet"
     assert bench_command("c", "full", 1, 1, COLLECT).endswith("--collect")
+
+
+def test_a_refusal_from_an_earlier_sitting_is_kept(tmp_path):
+    """A combination the command refused stays n/a when the benchmark is assembled again."""
+    from benchmarks.runner import execute
+
+    run = Run("bad-combo", "vit", ("quick",), may_refuse=True)
+    bench = Benchmark(name="r", title="t", runs=lambda scale: [run], tabulate=lambda r: ({}, ""))
+    folder = tmp_path / "r" / "full"
+    folder.mkdir(parents=True)
+    (folder / "bad-combo.refused.json").write_text(
+        json.dumps({"command": run.command(), "threads": 1, "error": "pos 'x' is not available"})
+    )
+    [result] = execute(bench, runs_root=tmp_path, only="other", reuse=True)
+    assert result.status == "refused" and result.note == "pos 'x' is not available"
