@@ -43,7 +43,10 @@ def _app_names() -> list[str]:
         from attnlab.app import load_apps
     except ImportError:  # the layer is not installed: no app benchmarks, the rest still run
         return []
-    return list(load_apps())
+    apps = load_apps().values()
+    return [
+        app.name for app in sorted(apps, key=lambda a: (getattr(a, "bench_order", 100), a.name))
+    ]
 
 
 def names() -> list[str]:

@@ -263,7 +263,8 @@ def test_order_is_core_then_the_apps_then_matrix() -> None:
 
     names = benchmarks.names()
     assert names[0] == "core" and names[-1] == "matrix"
-    apps = [n for n in load_apps() if n in names]
+    by_order = sorted(load_apps().values(), key=lambda a: (a.bench_order, a.name))
+    apps = [a.name for a in by_order if a.name in names]  # the apps' declared bench_order
     assert [n for n in names if n in apps] == apps
     assert not {"runner", "common", "readme", "__main__"} & set(names)
 
