@@ -3,9 +3,9 @@
 A benchmark is a module ``benchmarks/<name>.py`` that defines ``BENCHMARK``, a
 :class:`benchmarks.runner.Benchmark`: the ``attnlab`` commands to run and how to tabulate their
 run folders; ``benchmarks.runner`` runs them and writes ``results/<name>.json`` and ``.md``.
-Two modules are programs of their own with a ``main()``: ``core`` (a micro-benchmark of the
-attention kernels, no training) and ``matrix``; a module without ``BENCHMARK`` is run through its
-``main()`` too.
+Three modules are programs of their own with a ``main()``: ``core`` (a micro-benchmark of the
+attention kernels, no training), ``startup`` (how long the `attnlab` command takes to start, no
+training) and ``matrix``; a module without ``BENCHMARK`` is run through its ``main()`` too.
 
 The order (``names()``): ``core``, then the installed apps' benchmarks in the apps' order (an app
 ``forecast`` has its benchmark in ``benchmarks/forecast.py``, where that module exists), then any

@@ -41,7 +41,7 @@ def runs(scale: str) -> list[Run]:
                 name=f"quick-{arch}",
                 app="audio",
                 configs=("quick",),
-                overrides=(*TINY_OVERRIDES, f"--model.arch={arch}"),
+                overrides=(*TINY_OVERRIDES, f"--model.model={arch}"),
                 budget={"cpu_s": TINY_BUDGET_CPU_S},
                 labels={
                     "dataset": "quick",

@@ -89,7 +89,7 @@ def runs(scale: str) -> list[Run]:
                     labels={
                         "domain": app_name,
                         "variant": "reference",
-                        "data": dom.label if real else dom.fallback_label,
+                        "data": dom.data_label(real),
                         "metric": dom.metric,
                         "mode": dom.mode,
                     },
@@ -111,7 +111,7 @@ def runs(scale: str) -> list[Run]:
                         labels={
                             "domain": app_name,
                             "variant": name,
-                            "data": dom.label if real else dom.fallback_label,
+                            "data": dom.data_label(real),
                             "metric": dom.metric,
                             "mode": dom.mode,
                         },

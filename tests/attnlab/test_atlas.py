@@ -64,7 +64,7 @@ def toy_atlas(
     """The atlas of the shared toy run given twice, written by the real command."""
     cwd = tmp_path_factory.mktemp("atlas")
     run = attnlab_command(cwd, env={"PYTHONPATH": toy_env["PYTHONPATH"]})
-    proc = run("atlas", str(trained_run), str(trained_run), "--samples", "2")
+    proc = run("atlas", str(trained_run), str(trained_run), "--samples", "2", "--out", "atlas.html")
     assert "atlas: atlas.html (2 run(s)" in proc.stdout
     return cwd / "atlas.html"
 

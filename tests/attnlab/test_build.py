@@ -73,7 +73,7 @@ def test_build_parses_like_fit_and_writes_nothing(
 def test_build_errors_are_value_errors(learning_app: App) -> None:
     with pytest.raises(ValueError, match=r"'nosuch' is neither a file nor one of: .*quick"):
         learning_app.build(["nosuch"])
-    with pytest.raises(ValueError, match=r"unrecognized arguments: --model\.nosuch"):
+    with pytest.raises(ValueError, match=r"unknown option --model\.nosuch; did you mean"):
         learning_app.build(overrides=["--model.nosuch=1"])
     with pytest.raises(ValueError, match=r"--budget\.cpu_s must be a positive number"):
         learning_app.build(overrides=["--budget.cpu_s", "-1"])

@@ -46,7 +46,7 @@ def test_tiny_runs_tabulate_from_their_folders(
     assert [r.status for r in results] == ["ok", "ok"], [r.log_tail for r in results]
     payload, body = BENCHMARK.tabulate(results)
     models = payload["models"]
-    size = sum(p.numel() for p in ViTModule(preset="vit_digits_8").parameters())
+    size = sum(p.numel() for p in ViTModule(model="vit_digits_8").parameters())
     for result in results:
         run_dir = result.run_dir
         written = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))

@@ -65,6 +65,14 @@ def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
 
 
 class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016) as a module, wrapped around a residual branch.
+
+    In training, each sample's branch output is zeroed with probability ``drop_prob`` and the
+    kept ones are scaled by ``1 / (1 - drop_prob)``, so the expected output is unchanged; in
+    eval mode it is the identity. Deep ViTs use it to regularise and to train their later
+    blocks as if the network were shallower (``drop_path_rate`` grows with depth).
+    """
+
     def __init__(self, drop_prob: float = 0.0):
         super().__init__()
         if not 0.0 <= drop_prob < 1.0:

@@ -6,14 +6,17 @@ registers an ``App`` under the entry-point group ``attnlab.apps`` in its own pyp
     [project.entry-points."attnlab.apps"]
     vit = "attnlab_vit:app"
 
-so a new app never touches this package.
+so a new app never touches this package. The classes and drawing functions may be given as
+``"package.module:Name"`` strings, imported on first use: `attnlab list` and `attnlab --help`
+then read every app without importing torch (``lazy_exports`` keeps the package's own names).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +29,15 @@ if TYPE_CHECKING:
 
     from .atlas import Panel
 
-__all__ = ["ENTRY_POINT_GROUP", "App", "FigureContext", "MatrixDomain", "get_app", "load_apps"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "App",
+    "FigureContext",
+    "MatrixDomain",
+    "get_app",
+    "lazy_exports",
+    "load_apps",
+]
 
 ENTRY_POINT_GROUP = "attnlab.apps"
 
@@ -59,19 +70,25 @@ class MatrixDomain:
     ``budget_cpu_s``: CPU seconds per variant, at which the default reaches at least 90 % of its
     full-budget quality (say where that was measured); ``window``: the ``local`` variant's window;
     ``metric``/``mode``: the test metric and whether higher (max) or lower (min) is better;
-    ``default_pos``: the model's own position scheme (its variant is the sdpa row).
+    ``default_pos``: the model's own position scheme (its variant is the sdpa row);
+    ``label`` names the data in the table, ``fallback_label`` the ``quick`` data used when
+    ``data`` is missing (default: ``label``, for a domain that runs on built-in data anyway).
     """
 
     config: str
     data: str | None
     label: str
-    fallback_label: str
     metric: str
     mode: str
     budget_cpu_s: float
     window: int
     default_pos: str = "learned"
     overrides: tuple[str, ...] = ()
+    fallback_label: str | None = None
+
+    def data_label(self, real: bool) -> str:
+        """What the table calls the data: ``label`` on the real data, else the fallback."""
+        return self.label if real or self.fallback_label is None else self.fallback_label
 
 
 @dataclass(frozen=True)
@@ -89,6 +106,37 @@ class SuiteCase:
     side_data: str | None = None
 
 
+# App fields that may be a "package.module:Name" reference, imported on first access.
+LAZY_FIELDS = frozenset({"module", "datamodule", "draw", "atlas"})
+
+
+def _import_reference(reference: str, what: str) -> Any:
+    """The object a ``"package.module:Name"`` string names."""
+    module_name, sep, attribute = reference.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"{what}: {reference!r} is not a 'package.module:Name' reference")
+    try:
+        return getattr(import_module(module_name), attribute)
+    except AttributeError:
+        raise ValueError(f"{what}: {module_name} has no {attribute!r}") from None
+
+
+def lazy_exports(package: str, names: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for an app package: ``names`` maps each exported name to the
+    submodule defining it, imported on first use (so importing the package for its ``app`` does
+    not import torch)::
+
+        __getattr__ = lazy_exports(__name__, {"ViTModule": "module", "ImageData": "data"})
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(import_module(f"{package}.{names[name]}"), name)
+
+    return __getattr__
+
+
 @dataclass
 class App:
     """An app as the `attnlab` command sees it.
@@ -97,6 +145,8 @@ class App:
     shows (a test metric when the data has a test split). ``draw`` turns captured attention into
     named matplotlib figures; the layer saves them and logs them to TensorBoard. ``atlas`` turns
     the same capture into interactive panels (``attnlab.atlas``) for `attnlab atlas`.
+    ``module``, ``datamodule``, ``draw`` and ``atlas`` may be ``"package.module:Name"`` strings,
+    imported the first time they are read.
     """
 
     name: str
@@ -120,6 +170,13 @@ class App:
         self.config_dir = Path(self.config_dir)
         if self.mode not in ("min", "max"):
             raise ValueError(f"app {self.name!r}: mode must be 'min' or 'max', got {self.mode!r}")
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if name in LAZY_FIELDS and isinstance(value, str):
+            value = _import_reference(value, f"app {object.__getattribute__(self, 'name')!r}")
+            object.__setattr__(self, name, value)
+        return value
 
     @property
     def quick_config(self) -> Path:

@@ -8,6 +8,8 @@ and, when a budget is set, it
   then still runs validation, so ``best.ckpt`` and test-after-fit cover the last weights);
 * feeds the share of the budget used so far to the module (``budget_fraction``), so the
   learning-rate schedule of ``AttnlabModule`` runs its warmup and cosine over the budget;
+* does the same for Lightning's ``--trainer.max_time`` (``max_time_s``): Lightning's ``Timer``
+  stops that run, and the schedule is planned over the time limit rather than ``max_epochs``;
 * carries the seconds used in the checkpoint (``state_dict``), so a resumed run continues the
   budget instead of starting it again.
 
@@ -19,25 +21,46 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import timedelta
 from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
 
-__all__ = ["Budget", "batch_samples", "stop_reason"]
+__all__ = ["Budget", "batch_samples", "max_time_seconds", "stop_reason"]
 
 # The clocks, as module attributes so a test can replace them with deterministic ones.
 cpu_clock = time.process_time  # the whole process: every torch thread counts
 wall_clock = time.perf_counter
 
 
-def _check(name: str, value: float | None) -> float | None:
+def _check(option: str, value: float | None) -> float | None:
     if value is None:
         return None
     value = float(value)
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"--budget.{name} must be a positive number of seconds, got {value:g}")
+        raise ValueError(f"{option} must be a positive number of seconds, got {value:g}")
     return value
+
+
+def max_time_seconds(max_time: Any) -> float | None:
+    """Seconds of Lightning's ``--trainer.max_time`` ("DD:HH:MM:SS", a ``timedelta`` or a dict
+    of ``timedelta`` arguments); None when unset."""
+    if max_time is None:
+        return None
+    if isinstance(max_time, dict):
+        max_time = timedelta(**max_time)
+    if isinstance(max_time, str):
+        parts = max_time.strip().split(":")
+        if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(
+                f"--trainer.max_time {max_time!r} is not DD:HH:MM:SS (e.g. 00:01:30:00 for 90 min)"
+            )
+        days, hours, minutes, seconds = (int(p) for p in parts)
+        max_time = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    if not isinstance(max_time, timedelta):
+        raise ValueError(f"--trainer.max_time {max_time!r} is not DD:HH:MM:SS")
+    return _check("--trainer.max_time", max_time.total_seconds())
 
 
 def batch_samples(batch: Any) -> int:
@@ -65,11 +88,20 @@ def _feed(module: pl.LightningModule, fraction: float) -> None:
 
 class Budget(pl.Callback):
     """Measures a fit and stops it at ``cpu_s`` CPU seconds or ``wall_s`` wall seconds (either,
-    both or none; whichever is reached first stops the run)."""
+    both or none; whichever is reached first stops the run).
 
-    def __init__(self, cpu_s: float | None = None, wall_s: float | None = None):
-        self.cpu_s = _check("cpu_s", cpu_s)
-        self.wall_s = _check("wall_s", wall_s)
+    ``max_time_s`` is the wall-clock limit of ``--trainer.max_time``: Lightning's ``Timer`` stops
+    the run there, and this callback only plans the learning-rate schedule over it."""
+
+    def __init__(
+        self,
+        cpu_s: float | None = None,
+        wall_s: float | None = None,
+        max_time_s: float | None = None,
+    ):
+        self.cpu_s = _check("--budget.cpu_s", cpu_s)
+        self.wall_s = _check("--budget.wall_s", wall_s)
+        self.max_time_s = _check("--trainer.max_time", max_time_s)
         # Carried in checkpoints: what earlier (resumed-from) parts of this run used.
         self._cpu_before = 0.0
         self._wall_before = 0.0
@@ -88,6 +120,11 @@ class Budget(pl.Callback):
         return self.cpu_s is not None or self.wall_s is not None
 
     @property
+    def plans_schedule(self) -> bool:
+        """Whether a time limit (a budget or ``max_time``) bounds the learning-rate schedule."""
+        return self.active or self.max_time_s is not None
+
+    @property
     def limits(self) -> dict[str, float | None]:
         return {"cpu_s": self.cpu_s, "wall_s": self.wall_s}
 
@@ -104,13 +141,16 @@ class Budget(pl.Callback):
             self._wall_before + wall_now - self._wall_start,
         )
 
-    def fraction(self, cpu: float, wall: float) -> float:
-        """The share of the budget used: the larger of the CPU and wall shares (0 without one)."""
+    def fraction(self, cpu: float, wall: float, *, with_max_time: bool = True) -> float:
+        """The share of the time limits used: the largest of the CPU, wall and (unless told
+        otherwise) ``max_time`` shares; 0 without a limit."""
         shares = [0.0]
         if self.cpu_s is not None:
             shares.append(cpu / self.cpu_s)
         if self.wall_s is not None:
             shares.append(wall / self.wall_s)
+        if with_max_time and self.max_time_s is not None:
+            shares.append(wall / self.max_time_s)
         return max(shares)
 
     # ------------------------------------------------------------------ hooks
@@ -119,7 +159,7 @@ class Budget(pl.Callback):
         self._wall_start = wall_clock()
         self._cpu_end = self._wall_end = None
         self.stopped_by = None
-        if self.active:
+        if self.plans_schedule:
             _feed(pl_module, self.fraction(*self.used()))
 
     def on_train_batch_end(
@@ -132,14 +172,14 @@ class Budget(pl.Callback):
     ) -> None:
         self.batches += 1
         self.samples += batch_samples(batch)
-        if not self.active:
+        if not self.plans_schedule:
             return
         cpu, wall = self.used()
         if trainer.world_size > 1:  # one clock decides for every rank: rank 0's
             cpu, wall = trainer.strategy.broadcast((cpu, wall), src=0)
-        fraction = self.fraction(cpu, wall)
-        _feed(pl_module, fraction)
-        if fraction >= 1.0 and not trainer.should_stop:
+        _feed(pl_module, self.fraction(cpu, wall))
+        # max_time is Lightning's Timer's to stop (its stop reason is then "max_time").
+        if self.fraction(cpu, wall, with_max_time=False) >= 1.0 and not trainer.should_stop:
             over_cpu = self.cpu_s is not None and cpu >= self.cpu_s
             self.stopped_by = "cpu_budget" if over_cpu else "wall_budget"
             trainer.should_stop = True

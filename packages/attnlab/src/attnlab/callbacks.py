@@ -43,8 +43,17 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss; raised so no checkpoint of the bad state is saved."""
 
 
+# metrics.csv columns that describe the row rather than what the model scored.
+BOOKKEEPING_COLUMNS = ("epoch", "step", "time", "train_cpu_s", "train_wall_s")
+
+
 class RunArtifacts(pl.Callback):
-    """Writes ``manifest.json`` and ``metrics.csv`` (one row per epoch) into the run folder."""
+    """Writes ``manifest.json`` and ``metrics.csv`` (one row per epoch) into the run folder.
+
+    A ``fit`` into its own folder resumed later appends to ``resumed``; any other command into a
+    folder that already holds a run appends an entry to ``evaluations`` and leaves the run's own
+    fields (status, times, command) as they were.
+    """
 
     def __init__(
         self,
@@ -69,8 +78,19 @@ class RunArtifacts(pl.Callback):
     def _manifest(self, trainer: pl.Trainer) -> dict[str, Any]:
         if self.manifest_path.exists():
             manifest = read_json(self.manifest_path)
-            manifest.setdefault("resumed", []).append({"at": now_iso(), "command": command_line()})
-            manifest.update(self.manifest_extra)
+            if self.subcommand != "fit":
+                self.evaluation = {
+                    "subcommand": self.subcommand,
+                    "command": command_line(),
+                    "start_time": now_iso(),
+                    "end_time": None,
+                    "status": "running",
+                }
+                manifest.setdefault("evaluations", []).append(self.evaluation)
+                return manifest
+            resumed = {"at": now_iso(), "command": command_line(), "after": manifest.get("status")}
+            manifest.setdefault("resumed", []).append(resumed)
+            manifest.update(self.manifest_extra, status="running", end_time=None)
             return manifest
         return {
             "app": self.app,
@@ -127,10 +147,23 @@ class RunArtifacts(pl.Callback):
                 row["train_cpu_s"], row["train_wall_s"] = round(cpu, 3), round(wall, 3)
         self.table.add(row)
 
+    def last_epoch_metrics(self) -> dict[str, float]:
+        """What the model scored in the last epoch of metrics.csv: the same after a kill and
+        resume at any point as in an uninterrupted run (the trainer's live metrics are empty
+        when a resume finds training already done)."""
+        if not self.table.rows:
+            return {}
+        row = self.table.rows[-1]
+        numbers = ((k, to_float(v)) for k, v in row.items() if k not in BOOKKEEPING_COLUMNS)
+        return {k: v for k, v in numbers if v is not None}
+
     def finish(self, status: str, **extra: Any) -> None:
         if not hasattr(self, "manifest"):
             return
-        self.manifest.update(end_time=now_iso(), status=status, **extra)
+        entry = getattr(self, "evaluation", None)
+        (entry if entry is not None else self.manifest).update(
+            end_time=now_iso(), status=status, **extra
+        )
         write_json(self.manifest_path, self.manifest)
 
     def on_exception(

@@ -5,14 +5,15 @@
     attnlab <app> fit|validate|test|predict [--config FILE|NAME ...] [--run_dir DIR] [--key=value ...]
     attnlab <app> export --ckpt PATH --format onnx|torch-export [--out PATH]
     attnlab report RUN_DIR
-    attnlab atlas RUN_DIR [RUN_DIR ...] [--out atlas.html] [--samples N] [--force]
+    attnlab atlas RUN_DIR [RUN_DIR ...] [--out FILE] [--samples N] [--force] [--data.root DIR]
     attnlab demo [APP ...]
 
 ``fit|validate|test|predict`` are LightningCLI: YAML configs plus dotted overrides,
 ``--print_config``. ``--config NAME`` also finds ``NAME.yaml`` among the app's configs and the
 shared trainer presets (``--config quick --config gpu``). ``fit --budget.cpu_s S`` /
 ``--budget.wall_s S`` (or a config's ``budget:`` block) end the run at that many CPU / wall
-seconds (``attnlab.budget``). The parser and the run folder live in ``attnlab.lightning_cli``.
+seconds (``attnlab.budget``). ``--verbose`` adds Lightning's own log lines and model summary.
+The parser and the run folder live in ``attnlab.lightning_cli``.
 """
 
 from __future__ import annotations
@@ -74,10 +75,7 @@ def _preprocess(app: App, argv: list[str]) -> list[str]:
                     raise SystemExit(
                         "error: --ckpt_path last resumes a run: also pass --run_dir with that run's folder"
                     )
-                last = Path(run_dir) / "checkpoints" / "last.ckpt"
-                if not last.is_file():
-                    raise SystemExit(f"error: no checkpoint to resume: {last} does not exist")
-                value = str(last)
+                value = str(_resume_checkpoint(Path(run_dir)))
             elif not Path(value).is_file():
                 raise SystemExit(f"error: --ckpt_path {value} does not exist")
             out += ["--ckpt_path", value]
@@ -86,6 +84,23 @@ def _preprocess(app: App, argv: list[str]) -> list[str]:
         out.append(arg)
         i += 1
     return out
+
+
+def _resume_checkpoint(run_dir: Path) -> Path:
+    """``--ckpt_path last``: the newest whole checkpoint of the run (``last.ckpt`` normally; the
+    first ``best.ckpt`` of a run killed before its first ``last.ckpt``)."""
+    from .runs import newest_checkpoint
+
+    found = newest_checkpoint(run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if found is None:
+        raise SystemExit(
+            f"error: no checkpoint to resume: {last} does not exist and {run_dir} holds no other "
+            "whole checkpoint; start the run again with another --run_dir"
+        )
+    if found.name != last.name:
+        print(f"resuming from {found}: the newest whole checkpoint of {run_dir}", flush=True)
+    return found
 
 
 def _option(argv: list[str], name: str) -> str | None:
@@ -97,12 +112,12 @@ def _option(argv: list[str], name: str) -> str | None:
     return None
 
 
-def AttnlabCLI(app: App, args: list[str], build_only: bool = False) -> Any:
+def AttnlabCLI(app: App, args: list[str], build_only: bool = False, verbose: bool = False) -> Any:
     """The LightningCLI of ``app`` run on ``args`` (``attnlab.lightning_cli``, imported here so
     that `attnlab list` does not import Lightning)."""
     from .lightning_cli import AttnlabCLI as cli_class
 
-    return cli_class(app, args, build_only=build_only)
+    return cli_class(app, args, build_only=build_only, verbose=verbose)
 
 
 USAGE = __doc__ or ""
@@ -111,7 +126,7 @@ USAGE = __doc__ or ""
 def _run_app(app: App, argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(f"attnlab {app.name}: {app.description}\n")
-        print(f"usage: attnlab {app.name} fit|validate|test|predict|export [options]")
+        print(f"usage: attnlab {app.name} fit|validate|test|predict|export [options] [--verbose]")
         print(f"configs: {', '.join(p.stem for p in app.configs())}")
         return 0
     sub = argv[0]
@@ -123,7 +138,9 @@ def _run_app(app: App, argv: list[str]) -> int:
         raise SystemExit(
             f"error: unknown command {sub!r} for app {app.name}; use fit, validate, test, predict or export"
         )
-    rest = _preprocess(app, argv[1:])
+    # --verbose: Lightning's own log lines, its warnings and the model summary table.
+    verbose = "--verbose" in argv[1:]
+    rest = _preprocess(app, [a for a in argv[1:] if a != "--verbose"])
     asks_help = any(a in ("-h", "--help") or a.startswith("--print_config") for a in rest)
     if _option(rest, "--run_dir") is None and not asks_help:
         from .runs import default_run_dir
@@ -131,20 +148,12 @@ def _run_app(app: App, argv: list[str]) -> int:
         # Fixed here, not inside LightningCLI, so that DDP workers (which re-run this command
         # line) write into the same folder as the main process.
         rest += ["--run_dir", str(default_run_dir(app.name, sub))]
-    run_dir = Path(_option(rest, "--run_dir") or ".")
-    if (
-        sub == "fit"
-        and _option(rest, "--ckpt_path") is None
-        and any(run_dir.glob("checkpoints/*.ckpt"))
-    ):
-        raise ValueError(
-            f"{run_dir} already holds a run; resume it with --ckpt_path last, or choose "
-            "another --run_dir (nothing was overwritten)"
-        )
+    # Whether --run_dir may be written (a run it is not resuming, a live command in it) is
+    # decided by the process that takes its lock: attnlab.run_lock.take_run_folder.
     sys.argv = [sys.argv[0], app.name, sub, *rest]
     args = [sub, *rest]
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
-    AttnlabCLI(app, args)
+    AttnlabCLI(app, args, verbose=verbose)
     return 0
 
 

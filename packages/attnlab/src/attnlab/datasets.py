@@ -9,7 +9,8 @@
 * Archives are extracted only after every member was checked to land inside the target folder.
 * Offline with the files absent, the error names the dataset, the URL and the folder where the
   files can be put by hand.
-* ``data_root(...)`` finds real datasets provided locally (``--data.root`` or ``ATTNLAB_DATA_DIR``).
+* ``data_root(...)`` finds real datasets provided locally (``--data.root`` or ``ATTNLAB_DATA_DIR``);
+  ``data_root_hint(...)`` says why it found none (the variable's value, the path looked for).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .paths import cache_dir, data_root, shared_dir
+from .paths import cache_dir, data_root, data_root_hint, shared_dir
 
 __all__ = [
     "Dataset",
@@ -35,6 +36,7 @@ __all__ = [
     "DownloadError",
     "cache_dir",
     "data_root",
+    "data_root_hint",
     "download",
     "extract",
     "fetch",

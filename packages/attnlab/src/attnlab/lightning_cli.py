@@ -18,10 +18,32 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from .app import App
-from .budget import Budget
+from .budget import Budget, max_time_seconds
 from .callbacks import AttentionFigures, NonFiniteLossGuard, PlainProgress, RunArtifacts
-from .checkpoint import AtomicCheckpointIO, RandomStateCallback, load_checkpoint
-from .runs import atomic_write_text, default_run_dir, to_float, write_json
+from .checkpoint import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    RandomStateCallback,
+    check_checkpoint,
+    load_checkpoint,
+)
+from .console import (
+    ModelSize,
+    option_names,
+    progress_bar_wanted,
+    quiet_lightning,
+    unknown_option_message,
+)
+from .run_lock import RunLock, take_run_folder
+from .runs import (
+    atomic_write_text,
+    check_run_dir_path,
+    default_run_dir,
+    evaluation_name,
+    holds_run,
+    to_float,
+    write_json,
+)
 
 __all__ = ["AttnlabCLI", "headline"]
 
@@ -40,6 +62,18 @@ def headline(app: App, result: dict[str, Any]) -> dict[str, Any]:
     return {"metric": app.headline, "value": None, "from": None}
 
 
+def _refuse_untrained_fit(cfg: Any) -> None:
+    """A ``fit`` limited to 0 epochs or steps would report an untrained model as its headline."""
+    if cfg.get("trainer.fast_dev_run"):
+        return  # Lightning runs one batch whatever the limits say
+    for key in LIMIT_KEYS:
+        if cfg.get(f"trainer.{key}") == 0:
+            raise ValueError(
+                f"--trainer.{key} 0 trains nothing, and the run would report an untrained model; "
+                "give at least 1, or evaluate a checkpoint with validate or test"
+            )
+
+
 def _budget_limits(cfg: Any) -> dict[str, float | None]:
     """``{"cpu_s": ..., "wall_s": ...}`` of a subcommand's parsed configuration."""
     return {key: cfg.get(f"budget.{key}") for key in ("cpu_s", "wall_s")}
@@ -50,25 +84,75 @@ class AttnlabCLI(LightningCLI):
 
     app: App
 
-    def __init__(self, app: App, args: list[str], build_only: bool = False):
+    def __init__(self, app: App, args: list[str], build_only: bool = False, verbose: bool = False):
         self.app = app
         self._raw_args = list(args)
         self.build_only = build_only
+        self.verbose = verbose
+        quiet_lightning(verbose)
         self.run_dir: Path | None = None
         self.artifacts: RunArtifacts | None = None
         self.budget: Budget | None = None
-        parser_kwargs: dict[str, Any] = {"prog": f"attnlab {app.name}"}
-        if build_only:
-            parser_kwargs["exit_on_error"] = False
-        super().__init__(
-            app.module,
-            app.datamodule,
-            save_config_callback=None,
-            seed_everything_default=42,
-            auto_configure_optimizers=False,
-            parser_kwargs=parser_kwargs,
-            args=args,
-        )
+        self.run_lock: RunLock | None = None
+        # evals/<name>.json and evals/<name>/: validate/test/predict into a folder holding a run.
+        self.eval_name: str | None = None
+        # No prefix matching (--trainer.max_epoch is a typo, not max_epochs); a parse error is
+        # raised, and parse_arguments turns it into one line instead of the whole usage.
+        parser_kwargs: dict[str, Any] = {
+            "prog": f"attnlab {app.name}",
+            "allow_abbrev": False,
+            "exit_on_error": False,
+        }
+        self._made_run_dir = False
+        try:
+            super().__init__(
+                app.module,
+                app.datamodule,
+                save_config_callback=None,
+                seed_everything_default=42,
+                auto_configure_optimizers=False,
+                parser_kwargs=parser_kwargs,
+                args=args,
+            )
+        except Exception as exc:
+            self._record_failure(exc)
+            raise
+
+    def _record_failure(self, exc: Exception) -> None:
+        """A failed command leaves no run folder without a manifest saying why: one that failed
+        before Lightning's callbacks started (bad data in ``prepare_data``/``setup``) gets its
+        manifest with ``status: failed: ...``; a folder this command made and left empty (the
+        trainer could not be built) is removed."""
+        run_dir, artifacts = self.run_dir, self.artifacts
+        if self.build_only or run_dir is None:
+            return
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            if self._made_run_dir and run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()
+            return
+        if (
+            artifacts is not None
+            and trainer.is_global_zero
+            and not artifacts.manifest_path.exists()
+        ):
+            artifacts.setup(trainer, self.model, str(self.subcommand))
+            artifacts.on_exception(trainer, self.model, exc)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """LightningCLI's parsing; a bad option or value is one ``ValueError`` line naming the
+        closest valid options."""
+        from jsonargparse import ArgumentError
+
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as exc:
+            sub = next((a for a in self._raw_args if not a.startswith("-")), "")
+            sub_parser = getattr(self, "_subcommand_parsers", {}).get(sub, parser)
+            command = f"attnlab {self.app.name} {sub}".strip()
+            raise ValueError(
+                unknown_option_message(str(exc), option_names(sub_parser), command)
+            ) from None
 
     def _parse_ckpt_path(self) -> None:
         """Model settings from the checkpoint, except the ones given on the command line.
@@ -79,6 +163,13 @@ class AttnlabCLI(LightningCLI):
         """
         from_command_line = self.config.clone()
         sub = from_command_line.get("subcommand")
+        ckpt_path = from_command_line[sub].get("ckpt_path") if sub else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            # An untrusted file: another app's, mistyped, or claiming a model far larger than
+            # its tensors is one error naming it, before Lightning reads its hyper-parameters.
+            check_checkpoint(
+                ckpt_path, self.app.module, self.app.name, resume=sub == "fit", lightning=True
+            )
         try:
             super()._parse_ckpt_path()
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError):
@@ -142,7 +233,14 @@ class AttnlabCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         sub = self.config.get("subcommand")
         cfg = self.config.get(sub, self.config) if sub else self.config
-        Budget(**_budget_limits(cfg))  # a bad value is one ValueError line, before any folder
+        # A bad value is one ValueError line, before any folder.
+        Budget(**_budget_limits(cfg), max_time_s=max_time_seconds(cfg.get("trainer.max_time")))
+        if self.build_only:
+            return
+        if cfg.get("run_dir"):
+            check_run_dir_path(Path(cfg.get("run_dir")))
+        if sub == "fit":
+            _refuse_untrained_fit(cfg)
 
     # -------------------------------------------------------------- build_only (App.build)
     def instantiate_classes(self) -> None:
@@ -156,8 +254,27 @@ class AttnlabCLI(LightningCLI):
         self.trainer = None  # type: ignore[assignment]
 
     def _run_subcommand(self, subcommand: str) -> None:
-        if not self.build_only:
+        if self.build_only:
+            return
+        try:
             super()._run_subcommand(subcommand)
+        except (KeyError, IndexError, AttributeError, TypeError, ValueError, RuntimeError) as exc:
+            # Lightning holds the loaded checkpoint only while restoring from it: a failure then
+            # comes from the file (a crafted loop or scheduler state), so name the file.
+            connector = getattr(self.trainer, "_checkpoint_connector", None)
+            if isinstance(exc, CheckpointError) or not getattr(
+                connector, "_loaded_checkpoint", None
+            ):
+                raise
+            ckpt = self.config[subcommand].get("ckpt_path")
+            message = " ".join(str(exc).split())
+            raise CheckpointError(
+                f"{ckpt} could not be restored ({type(exc).__name__}: {message}); it is not a "
+                "checkpoint this app wrote"
+            ) from None
+        finally:
+            if self.run_lock is not None:
+                self.run_lock.release()
 
     # -------------------------------------------------------------- trainer
     def _limits_set_with_budget(self) -> bool:
@@ -192,21 +309,19 @@ class AttnlabCLI(LightningCLI):
         fast = bool(config.get("fast_dev_run"))
         run_dir = Path(cfg.get("run_dir") or default_run_dir(self.app.name, sub))
         ckpt = cfg.get("ckpt_path")
-        if (
-            sub == "fit"
-            and not ckpt
-            and (run_dir / "checkpoints").is_dir()
-            and any((run_dir / "checkpoints").glob("*.ckpt"))
-        ):
-            raise ValueError(
-                f"{run_dir} already holds a run; resume it with --ckpt_path last, or choose "
-                "another --run_dir (nothing was overwritten)"
-            )
+        # Whether an earlier command wrote a run here: then validate/test/predict add to it.
+        joins_run = sub != "fit" and holds_run(run_dir)
+        if joins_run:
+            self.eval_name = evaluation_name(run_dir, sub)
+        self._made_run_dir = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir = run_dir
-        config["default_root_dir"] = str(run_dir)
+        # What an evaluation of a run writes (figures, predictions, TensorBoard events) goes to
+        # evals/<name>/, beside the run's own files, never over them.
+        root = run_dir / "evals" / self.eval_name if self.eval_name else run_dir
+        config["default_root_dir"] = str(root)
         if config.get("logger") in (None, True):
-            config["logger"] = TensorBoardLogger(save_dir=str(run_dir), name="tb", version="")
+            config["logger"] = TensorBoardLogger(save_dir=str(root), name="tb", version="")
         plugins = config.get("plugins") or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
         config["plugins"] = [*plugins, AtomicCheckpointIO()]
@@ -214,8 +329,11 @@ class AttnlabCLI(LightningCLI):
         manifest_extra: dict[str, Any] = {}
         ours: list[Any] = []
         if sub == "fit":
-            self.budget = Budget(**_budget_limits(cfg))
+            # --trainer.max_time: Lightning's Timer stops the run, the schedule is planned over it.
+            max_time_s = max_time_seconds(config.get("max_time"))
+            self.budget = Budget(**_budget_limits(cfg), max_time_s=max_time_s)
             manifest_extra["budget"] = self.budget.limits
+            manifest_extra["max_time_s"] = max_time_s
             if self.budget.active and not fast and not self._limits_set_with_budget():
                 # The budget ends the run; a config's epoch count is for runs without one.
                 config["max_epochs"] = -1
@@ -254,17 +372,32 @@ class AttnlabCLI(LightningCLI):
                         layers=self.app.figure_layers,
                     )
                 )
-        if config.get("enable_progress_bar", True) and sys.stdout.isatty():
+        if progress_bar_wanted(config.get("enable_progress_bar"), sys.stdout):
+            config["enable_progress_bar"] = True
             ours.append(RichProgressBar())
         else:
             config["enable_progress_bar"] = False
             ours.append(PlainProgress())
-        self._write_config(run_dir, sub, fast)
-        return super()._instantiate_trainer(config, [*callbacks, *ours])
+        if config.get("enable_model_summary") is None and not self.verbose:
+            config["enable_model_summary"] = False  # one line instead of the table
+            ours.append(ModelSize())
+        trainer = super()._instantiate_trainer(config, [*callbacks, *ours])
+        if trainer.is_global_zero:
+            # Rank 0 only: DDP workers re-run this command into the folder rank 0 holds.
+            self.run_lock = take_run_folder(run_dir, sub, ckpt)
+            try:
+                self._write_config(run_dir, sub, fast)
+            except BaseException:
+                self.run_lock.release()
+                raise
+        return trainer
 
     def _write_config(self, run_dir: Path, sub: str, fast: bool) -> None:
         parser = self._parser(sub)
         text = parser.dump(self.config.get(sub, self.config), skip_none=False)
+        if self.eval_name:
+            atomic_write_text(run_dir / "evals" / self.eval_name / "config.yaml", text)
+            return
         target = run_dir / "config.yaml"
         if target.exists():
             if target.read_text(encoding="utf-8") == text:
@@ -305,7 +438,7 @@ class AttnlabCLI(LightningCLI):
             if best_row
             else {}
         )
-        result["last"] = self._metrics()
+        result["last"] = self.artifacts.last_epoch_metrics() or self._metrics()
         run_facts: dict[str, Any] = {}
         if self.budget is not None:
             run_facts = {
@@ -336,8 +469,16 @@ class AttnlabCLI(LightningCLI):
                 stage: metrics,
                 "headline": headline(self.app, {"test": metrics, "best": metrics}),
             }
-            write_json(self.run_dir / "metrics.json", result)
-            self.artifacts.finish("completed")
+            if self.eval_name:
+                # The folder holds a run: add to it, never replace its metrics.json.
+                path = self.run_dir / "evals" / f"{self.eval_name}.json"
+                result["checkpoint"] = self.config[stage].get("ckpt_path")
+                write_json(path, result)
+                self.artifacts.finish("completed", result=str(path.relative_to(self.run_dir)))
+                print(f"wrote {path}", flush=True)
+            else:
+                write_json(self.run_dir / "metrics.json", result)
+                self.artifacts.finish("completed")
             print(f"run folder: {self.run_dir}", flush=True)
 
     def after_validate(self) -> None:

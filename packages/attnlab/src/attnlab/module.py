@@ -5,7 +5,8 @@ the usual ``training_step``/``validation_step``/``test_step``. It gets:
 
 * AdamW with linear warmup and cosine decay (``lr``, ``weight_decay``, ``warmup_fraction``
   hyper-parameters), no weight decay on biases, norms, tokens and position tables; with a time
-  budget (``--budget.cpu_s``/``--budget.wall_s``) the schedule runs over the budget;
+  limit (``--budget.cpu_s``/``--budget.wall_s`` or ``--trainer.max_time``) the schedule runs
+  over that limit;
 * ``configure_from_data(datamodule)``: what the module learns from its data, called by ``setup``
   (and by ``App.build``) once the data is set up;
 * checkpoints stamped with the app and module that wrote them, checked on load;
@@ -26,7 +27,13 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import check_compatible, load_checkpoint, module_identity
+from .checkpoint import (
+    check_checkpoint,
+    check_compatible,
+    load_checkpoint,
+    model_hyperparameters,
+    module_identity,
+)
 
 __all__ = ["AttnlabModule", "param_groups", "warmup_cosine"]
 
@@ -64,6 +71,17 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 class AttnlabModule(pl.LightningModule):
+    """The ``LightningModule`` an app subclasses: the optimiser, schedule, checkpoints and hooks
+    every app shares, so an app writes only its model and its steps.
+
+    A subclass sets ``app_name`` (stamped into checkpoints, so another app's checkpoint is
+    refused), calls ``self.save_hyperparameters()`` in ``__init__`` (``from_checkpoint``
+    rebuilds the module from them), keeps its ``nn.Module`` in ``self.model`` (what export
+    takes by default) and implements ``training_step``/``validation_step``/``test_step``. The
+    hooks ``configure_from_data``, ``figure_forward``, ``example_inputs``, ``export_model`` and
+    ``checkpoint_extras`` plug it into the layer's services; see the module docstring.
+    """
+
     app_name: ClassVar[str] = ""
     # Share of the run's time budget used so far, fed by ``attnlab.budget.Budget`` at every batch
     # end; None when the run has no budget. The learning-rate schedule reads it.
@@ -115,10 +133,11 @@ class AttnlabModule(pl.LightningModule):
 
     def lr_multiplier(self, warmup_fraction: float, min_ratio: float) -> Callable[[int], float]:
         """The ``LambdaLR`` multiplier: warmup and cosine (``warmup_cosine``) over the planned
-        optimizer steps, or over the time budget when the run has one.
+        optimizer steps, or over the time limit when the run has one (a budget or
+        ``--trainer.max_time``).
 
-        The schedule stands at the larger of ``step / total_steps`` and the share of the budget
-        used (``budget_fraction``); when only a budget bounds the run it follows the budget
+        The schedule stands at the larger of ``step / total_steps`` and the share of the time
+        limit used (``budget_fraction``); when only a time limit bounds the run it follows that
         alone. Without a budget this is exactly ``warmup_cosine(step, total, warmup, min_ratio)``.
         An app with its own ``LambdaLR`` can pass it this multiplier to get the same behaviour.
         """
@@ -172,24 +191,9 @@ class AttnlabModule(pl.LightningModule):
     def from_checkpoint(cls, path: str | Path, map_location: Any = "cpu") -> AttnlabModule:
         """Rebuild the module a checkpoint was written by, with its weights, in eval mode."""
         checkpoint = load_checkpoint(path, map_location)
-        hparams = {
-            k: v
-            for k, v in (checkpoint.get("hyper_parameters") or {}).items()
-            if not k.startswith("_")
-        }
-        meta = checkpoint.get("attnlab") or {}
-        written_by = meta.get("module")
-        if (
-            written_by
-            and cls is not AttnlabModule
-            and written_by != f"{cls.__module__}.{cls.__qualname__}"
-        ):
-            from .checkpoint import CheckpointError
-
-            raise CheckpointError(
-                f"{path} was written by {written_by} (app {meta.get('app', '?')!r}), not "
-                f"{cls.__module__}.{cls.__qualname__}; use the app that trained it"
-            )
+        # Untrusted input: its app, hyper-parameters and implied size are checked before building.
+        check_checkpoint(path, cls, cls.app_name or None, checkpoint=checkpoint)
+        hparams = model_hyperparameters(checkpoint)
         module = cls(**hparams)
         module.on_load_checkpoint(checkpoint)
         module.load_state_dict(checkpoint["state_dict"], strict=True)

@@ -1,5 +1,6 @@
 """`attnlab report RUN_DIR`: one self-contained HTML page per run (opens offline: every image is
-embedded as data, no script or stylesheet is fetched)."""
+embedded as data, no script or stylesheet is fetched). Only regular files that resolve inside the
+run folder are read (``RunFiles``)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import argparse
 import base64
 import html
 import io
+import stat
+import sys
 from pathlib import Path
 from typing import Any
 
 from .runs import EpochTable, atomic_write_text, read_json
 
-__all__ = ["build_report", "report_main"]
+__all__ = ["RunFiles", "build_report", "report_main"]
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -40,9 +43,9 @@ def _table(rows: list[tuple[str, Any]], header: tuple[str, str] = ("metric", "va
     return f"<table><tr><th>{header[0]}</th><th>{header[1]}</th></tr>{body}</table>"
 
 
-def _curves(run_dir: Path) -> str:
-    table = EpochTable(run_dir / "metrics.csv")
-    if not table.rows:
+def _curves(metrics_csv: Path | None) -> str:
+    table = EpochTable(metrics_csv) if metrics_csv is not None else None
+    if table is None or not table.rows:
         return "<p>No per-epoch metrics (metrics.csv is missing or empty).</p>"
     keys = [c for c in table.columns() if c not in ("epoch", "step", "time") and "/" in c]
     if not keys:
@@ -69,21 +72,70 @@ def _num(value: Any) -> Any:
     return int(f) if f.is_integer() else f
 
 
+class RunFiles:
+    """The files of a run folder the report may read: regular files that resolve inside it.
+
+    A run folder can come from elsewhere (a colleague's archive, a shared disk); a symbolic
+    link planted in it (``figures/x.png -> ~/.ssh/id_rsa``) must not carry the file it points to
+    into a page that is then passed around. Links that stay inside the folder are followed;
+    anything else is skipped and named in ``skipped``."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.root = self.run_dir.resolve()
+        self.skipped: list[str] = []
+
+    def get(self, path: Path) -> Path | None:
+        """``path`` resolved, if it is a regular file inside the run folder; else None."""
+        path = Path(path)
+        if not path.exists() and not path.is_symlink():
+            return None
+        name = path.relative_to(self.run_dir).as_posix()
+        try:
+            real = path.resolve(strict=True)
+            regular = stat.S_ISREG(real.stat().st_mode)
+        except (OSError, RuntimeError):  # a dangling link or a link loop
+            self.skipped.append(f"{name} (a link to nothing readable)")
+            return None
+        if not real.is_relative_to(self.root):
+            self.skipped.append(f"{name} (a link to outside the run folder)")
+            return None
+        if not regular:
+            self.skipped.append(f"{name} (not a regular file)")
+            return None
+        return real
+
+    def json(self, name: str) -> dict[str, Any]:
+        path = self.get(self.run_dir / name)
+        data = read_json(path) if path is not None else {}
+        return data if isinstance(data, dict) else {}
+
+    def text(self, name: str) -> str:
+        path = self.get(self.run_dir / name)
+        return path.read_text(encoding="utf-8") if path is not None else ""
+
+    def figures(self) -> list[tuple[str, Path]]:
+        """``(name in the folder, file to read)`` of each figure that may be embedded."""
+        folder = self.run_dir / "figures"
+        if not folder.is_dir():
+            return []
+        found = [(p.name, self.get(p)) for p in sorted(folder.glob("*.png"))]
+        return [(name, real) for name, real in found if real is not None]
+
+
 def build_report(run_dir: Path, out: Path | None = None) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    if not (run_dir / "manifest.json").exists() and not (run_dir / "config.yaml").exists():
+    files = RunFiles(run_dir)
+    if files.get(run_dir / "manifest.json") is None and files.get(run_dir / "config.yaml") is None:
         raise ValueError(
             f"{run_dir} is not an attnlab run folder (no manifest.json or config.yaml)"
         )
-    manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").exists() else {}
-    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").exists() else {}
-    config = (
-        (run_dir / "config.yaml").read_text(encoding="utf-8")
-        if (run_dir / "config.yaml").exists()
-        else ""
-    )
+    files.skipped.clear()  # named once, when each file is read below
+    manifest = files.json("manifest.json")
+    metrics = files.json("metrics.json")
+    config = files.text("config.yaml")
     title = f"attnlab {manifest.get('app', '')} run {run_dir.name}"
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
@@ -104,17 +156,24 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
     if metrics.get("best_epoch") is not None:
         rows.insert(0, ("best epoch", metrics["best_epoch"]))
     parts.append("<h2>Metrics</h2>" + (_table(rows) if rows else "<p>No metrics.json yet.</p>"))
-    parts.append("<h2>Curves</h2>" + _curves(run_dir))
-    figures = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
+    parts.append("<h2>Curves</h2>" + _curves(files.get(run_dir / "metrics.csv")))
+    figures = files.figures()
     parts.append("<h2>Figures</h2>")
     if not figures:
         parts.append("<p>No figures.</p>")
-    for fig in figures:
+    for name, real in figures:
         parts.append(
-            f"<figure><img alt='{html.escape(fig.stem)}' src='{_png_data(fig.read_bytes())}'>"
-            f"<figcaption>{html.escape(fig.name)}</figcaption></figure>"
+            f"<figure><img alt='{html.escape(Path(name).stem)}' "
+            f"src='{_png_data(real.read_bytes())}'>"
+            f"<figcaption>{html.escape(name)}</figcaption></figure>"
         )
-    parts.append(f"<h2>Config</h2><pre>{html.escape(config)}</pre></body></html>")
+    parts.append(f"<h2>Config</h2><pre>{html.escape(config)}</pre>")
+    if files.skipped:
+        items = "".join(f"<li>{html.escape(s)}</li>" for s in files.skipped)
+        parts.append(f"<h2>Not embedded</h2><ul>{items}</ul>")
+        for skipped in files.skipped:
+            print(f"warning: report skipped {skipped}", file=sys.stderr)
+    parts.append("</body></html>")
     out = Path(out) if out else run_dir / "report.html"
     atomic_write_text(out, "\n".join(parts))
     return out

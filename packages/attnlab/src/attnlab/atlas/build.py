@@ -21,7 +21,14 @@ import torch
 from .page import render_page
 from .panels import panel_json
 
-__all__ = ["DEFAULT_SAMPLES", "atlas_main", "build_atlas", "check_run_folder", "run_section"]
+__all__ = [
+    "DEFAULT_SAMPLES",
+    "atlas_main",
+    "build_atlas",
+    "check_run_folder",
+    "default_out",
+    "run_section",
+]
 
 DEFAULT_SAMPLES = 3
 
@@ -62,13 +69,17 @@ def _app_name(run_dir: Path, checkpoint: dict[str, Any]) -> str:
     return str(name)
 
 
-def _datamodule(app: Any, config_path: Path) -> Any:
+def _datamodule(app: Any, config_path: Path, data_root: str | None = None) -> Any:
+    """The run's datamodule from its config.yaml; ``data_root`` (``--data.root``) replaces the
+    run's data folder, for data that moved since the run trained."""
     config = _read_yaml(config_path)
     data = config.get("data") or {}
     if isinstance(data, dict) and "init_args" in data:
         data = data.get("init_args") or {}
     if not isinstance(data, dict):
         raise ValueError(f"{config_path}: 'data' is not a mapping of datamodule arguments")
+    if data_root is not None:
+        data = {**data, "root": data_root}
     try:
         return app.datamodule(**data)
     except TypeError as exc:
@@ -124,7 +135,9 @@ def check_run_folder(run_dir: Path) -> tuple[Path, Path]:
     return config_path, _checkpoint(run_dir)
 
 
-def run_section(run_dir: Path, samples: int = DEFAULT_SAMPLES) -> dict[str, Any]:
+def run_section(
+    run_dir: Path, samples: int = DEFAULT_SAMPLES, data_root: str | None = None
+) -> dict[str, Any]:
     """Everything the page shows about one run: its app, checkpoint, headline and panels."""
     from ..app import FigureContext, load_apps
     from ..callbacks import forward_with_attention
@@ -146,7 +159,7 @@ def run_section(run_dir: Path, samples: int = DEFAULT_SAMPLES) -> dict[str, Any]
     if not issubclass(app.module, AttnlabModule):
         raise ValueError(f"app {name!r}: its module is not an AttnlabModule")
     module = app.module.from_checkpoint(ckpt_path)
-    dm = _datamodule(app, config_path)
+    dm = _datamodule(app, config_path, data_root)
     batch = _samples(dm, samples)
     output, maps = forward_with_attention(module, batch, app.figure_layers)
     panels = list(app.atlas(FigureContext(module, batch, output, maps, "atlas", dm)))
@@ -166,29 +179,37 @@ def run_section(run_dir: Path, samples: int = DEFAULT_SAMPLES) -> dict[str, Any]
     }
 
 
+def default_out(run_dirs: Sequence[str | Path]) -> Path:
+    """Where the page goes without ``--out``: ``atlas.html`` in the first run folder (never the
+    working directory, which is often a source checkout)."""
+    return Path(run_dirs[0]) / "atlas.html"
+
+
 def build_atlas(
     run_dirs: Sequence[str | Path],
-    out: str | Path = "atlas.html",
+    out: str | Path | None = None,
     *,
     samples: int = DEFAULT_SAMPLES,
     force: bool = False,
+    data_root: str | None = None,
 ) -> Path:
-    """Write the atlas of ``run_dirs`` to ``out``; every run is read before anything is written."""
-    out = Path(out)
+    """Write the atlas of ``run_dirs`` to ``out`` (default: ``atlas.html`` in the first run
+    folder); every run is read before anything is written."""
+    if not run_dirs:
+        raise ValueError("give at least one run folder")
+    out = Path(out) if out is not None else default_out(run_dirs)
     if out.exists() and not force:
         raise FileExistsError(
             f"{out} already exists; pass --force to replace it or choose another --out"
         )
     if out.exists() and out.is_dir():
         raise IsADirectoryError(f"{out} is a folder; --out needs a file name like atlas.html")
-    if not run_dirs:
-        raise ValueError("give at least one run folder")
     if samples < 1:
         raise ValueError(f"--samples must be at least 1, got {samples}")
     for run_dir in run_dirs:  # every folder checked before any model is loaded
         check_run_folder(Path(run_dir))
     torch.manual_seed(0)
-    sections = [run_section(Path(d), samples) for d in run_dirs]
+    sections = [run_section(Path(d), samples, data_root) for d in run_dirs]
     from ..runs import atomic_write_text
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -200,9 +221,12 @@ def atlas_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="attnlab atlas",
         description="one static HTML page of attention maps, side by side, for trained runs",
+        allow_abbrev=False,
     )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders of fit")
-    parser.add_argument("--out", default="atlas.html", help="output file (default ./atlas.html)")
+    parser.add_argument(
+        "--out", default=None, help="output file (default: atlas.html in the first RUN_DIR)"
+    )
     parser.add_argument(
         "--samples",
         type=int,
@@ -210,8 +234,22 @@ def atlas_main(argv: list[str]) -> int:
         help=f"validation samples per run (default {DEFAULT_SAMPLES})",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing --out file")
+    parser.add_argument(
+        "--data.root",
+        dest="data_root",
+        default=None,
+        metavar="DIR",
+        help="read every run's data from DIR instead of the data.root in its config.yaml "
+        "(data that moved since training; ATTNLAB_DATA_DIR also works for every app)",
+    )
     args = parser.parse_args(argv)
-    path = build_atlas(args.run_dirs, args.out, samples=args.samples, force=args.force)
+    path = build_atlas(
+        args.run_dirs,
+        args.out,
+        samples=args.samples,
+        force=args.force,
+        data_root=args.data_root,
+    )
     size = path.stat().st_size
     print(f"atlas: {path} ({len(args.run_dirs)} run(s), {math.ceil(size / 1024)} KiB)")
     return 0
