@@ -55,7 +55,7 @@ def test_every_backend_and_position_trains_a_step(tmp_path: Path, backend: str, 
         (("--model.attention.backend", "local"), "'local' needs window"),
         (("--model.attention.backend", "sdpa", "--model.attention.window", "4"), "'sdpa'"),
         (("--model.attention.backend", "nope"), "'nope'"),
-        (("--model.arch", "cnn", "--model.attention.backend", "linear"), "backend='linear'"),
+        (("--model.model", "cnn", "--model.attention.backend", "linear"), "backend='linear'"),
     ],
     ids=["alibi", "rope-1d", "sincos-1d", "local-no-window", "sdpa-window", "unknown", "cnn"],
 )
@@ -84,7 +84,12 @@ def test_old_flags_warn_once_and_still_work(tmp_path: Path) -> None:
         for w in caught
         if issubclass(w.category, FutureWarning) and "--model.backend" in str(w.message)
     ]
-    assert len(ours) == 1 and "--model.attention.backend" in str(ours[0].message)
+    # One warning per old flag, each naming its replacement.
+    assert sorted(str(w.message).split(" is deprecated")[0] for w in ours) == [
+        "--model.backend",
+        "--model.backend_kwargs",
+    ]
+    assert "--model.attention.backend" in " ".join(str(w.message) for w in ours)
     # The checkpoint holds the new setting, as plain data, and no old key.
     ckpt = run / "checkpoints" / "last.ckpt"
     hparams = torch.load(ckpt, weights_only=True)["hyper_parameters"]
@@ -100,7 +105,8 @@ def test_old_checkpoint_with_backend_hparams_loads(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A checkpoint written before `attention` existed (`backend: sdpa`, `backend_kwargs: {}`)
-    loads through from_checkpoint and through `test --ckpt_path`."""
+    and before the shared vocabulary (`arch`, `embed_dim`) loads through from_checkpoint and
+    through `test --ckpt_path`."""
     run = tmp_path / "new"
     assert fit(
         run, "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1",
@@ -109,12 +115,16 @@ def test_old_checkpoint_with_backend_hparams_loads(
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     hparams = checkpoint["hyper_parameters"]
     hparams.pop("attention")
-    hparams.update(backend="sdpa", backend_kwargs={})
+    hparams.update(
+        backend="sdpa", backend_kwargs={}, arch=hparams.pop("model"), embed_dim=hparams.pop("dim")
+    )
     old = tmp_path / "old.ckpt"
     torch.save(checkpoint, old)
     with pytest.warns(FutureWarning, match="--model.attention.backend"):
         module = AudioModule.from_checkpoint(old)
     assert module.hparams["attention"]["backend"] == "sdpa"
+    assert (module.hparams["model"], module.hparams["dim"]) == ("ast", 48)
+    assert "arch" not in module.hparams and "embed_dim" not in module.hparams
     code = main([
         "audio", "test", "--config", "quick", "--data.n_synthetic", "48", "--ckpt_path", str(old),
         "--trainer.limit_test_batches", "1", "--run_dir", str(tmp_path / "test"),
@@ -127,7 +137,7 @@ def test_local_class_token_is_global_by_default(global_tokens: int | None, cover
     """The quick config's 7x5 grid under `local` with a window of 1: by default the class token
     reads every patch in the first layer; with `global_tokens 0` only its neighbour."""
     attention = AttentionConfig(backend="local", window=1, global_tokens=global_tokens)
-    module = AudioModule(n_mels=48, n_frames=32, num_classes=12, embed_dim=48, depth=2,
+    module = AudioModule(n_mels=48, n_frames=32, num_classes=12, dim=48, depth=2,
                          attention=attention).eval()  # fmt: skip
     assert module.model.grid_size == (7, 5)
     with capture_attention(module.model, layers=[0]) as maps:

@@ -155,7 +155,7 @@ def test_bad_geometry_is_a_clear_error() -> None:
         patch_grid((6, 50), 8, 6)
     with pytest.raises(ValueError, match="patch_stride"):
         patch_grid((40, 50), 8, 10)
-    with pytest.raises(ValueError, match=r"unknown --model.arch"):
+    with pytest.raises(ValueError, match=r"unknown --model.model"):
         create_model("rnn")
 
 

@@ -21,7 +21,7 @@ MODEL = dict(
     num_classes=12,
     patch_size=6,
     patch_stride=4,
-    embed_dim=32,
+    dim=32,
     depth=1,
     num_heads=2,
 )
@@ -56,7 +56,7 @@ def test_tiny_overfit(tmp_path: Path, arch: str) -> None:
     pl.seed_everything(0)
     dm = AudioData(**{**DATA, "n_synthetic": 36, "max_train": 32, "batch_size": 32})
     module = AudioModule(
-        **MODEL, arch=arch, cnn_channels=[8, 16], freq_masks=0, time_masks=0, label_smoothing=0.0,
+        **MODEL, model=arch, cnn_channels=[8, 16], freq_masks=0, time_masks=0, label_smoothing=0.0,
         lr=5e-3, weight_decay=0.0, warmup_fraction=0.0, drop_path_rate=0.0,
     )  # fmt: skip
     dm.setup("fit")
@@ -72,7 +72,7 @@ def test_tiny_overfit(tmp_path: Path, arch: str) -> None:
 
 @pytest.mark.parametrize("arch", ["ast", "cnn"])
 def test_checkpoint_round_trip_and_export_parity(tmp_path: Path, arch: str) -> None:
-    module = AudioModule(**MODEL, arch=arch, cnn_channels=[8, 16]).eval()
+    module = AudioModule(**MODEL, model=arch, cnn_channels=[8, 16]).eval()
     module.model.normalize.set_stats(-30.0, 15.0)
     module.class_names = [f"k{i}" for i in range(12)]
     trainer = _trainer(tmp_path, max_epochs=0)

@@ -21,7 +21,7 @@ TINY = [
     "--model.encoder_width", "8",
     "--model.hidden_dim", "16",
     "--model.attention_dim", "8",
-    "--model.embed_dim", "8",
+    "--model.word_dim", "8",
     "--model.dec_dim", "16",
     "--model.dec_depth", "1",
     "--model.dec_heads", "2",

@@ -19,7 +19,7 @@ SMALL = [
     "32",
     "--model.attention_dim",
     "16",
-    "--model.embed_dim",
+    "--model.word_dim",
     "16",
     "--model.dec_dim",
     "32",

@@ -15,7 +15,7 @@ from attnlab.export import export_model
 
 TINY = dict(
     encoder_width=8,
-    embed_dim=32,
+    word_dim=32,
     hidden_dim=64,
     attention_dim=32,
     dec_dim=32,
@@ -109,3 +109,15 @@ def test_export_parity_onnx(scenes: CaptionData, tmp_path: Path) -> None:
     module = _module("lstm_attention", scenes).eval()
     diff = export_model(module.export_model(), module.example_inputs(), "onnx", tmp_path / "m.onnx")
     assert diff < 1e-4
+
+
+def test_embed_dim_is_the_old_name_of_word_dim() -> None:
+    """``--model.embed_dim`` (the LSTM's word embeddings) is ``word_dim`` now; the old name
+    still builds the same model, with a warning, and is not stored."""
+    with pytest.warns(
+        FutureWarning, match=r"--model\.embed_dim is deprecated; use --model\.word_dim"
+    ):
+        old = CaptionModule(embed_dim=24)
+    assert old.config.word_dim == 24 and old.hparams["word_dim"] == 24
+    assert "embed_dim" not in old.hparams
+    assert CaptionModule(word_dim=24).config == old.config

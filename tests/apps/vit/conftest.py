@@ -71,8 +71,10 @@ def idx_folder(tmp_path: Path) -> Path:
     return make_idx_folder(tmp_path / "idx")
 
 
-def run_attnlab(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
+def run_attnlab(
+    *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0", **(env or {}))
     env.pop("ATTNLAB_DEBUG", None)
     return subprocess.run(
         [sys.executable, "-m", "attnlab.cli", *args],

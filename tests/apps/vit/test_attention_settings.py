@@ -24,7 +24,7 @@ OPTIONS = {
     "linformer": ("--model.attention.proj_dim", "8"),
 }
 SPT_LSA = ("--model.tokenizer", "spt", "--model.lsa", "true")
-CCT = ("--model.preset", "cct_test")
+CCT = ("--model.model", "cct_test")
 
 
 def attention_args(backend: str, pos: str | None = None) -> list[str]:
@@ -67,7 +67,7 @@ INVALID = [
     pytest.param((), ("--model.attention.pos", "sincos"), "pos 'sincos'", id="sincos-1d"),
     pytest.param(CCT, ("--model.attention.pos", "alibi"), "pos 'alibi'", id="cct-alibi"),
     pytest.param(
-        ("--model.embed_dim", "40"),
+        ("--model.dim", "40"),
         ("--model.attention.pos", "rope2d"),
         "pos 'rope2d'",
         id="rope2d-head-dim",
@@ -137,8 +137,9 @@ def test_checkpoint_round_trips_the_setting(tmp_path: Path) -> None:
     ckpt = load_checkpoint(best)
     hp = ckpt["hyper_parameters"]
     del hp["attention"]
-    hp.update(backend="sdpa", pos_embed="learn", tokenizer=None, lsa=None)
-    ckpt["state_dict"] = ViTModule(preset=hp["preset"]).state_dict()
+    # ... and the ViT named by `preset`, as before `model` existed.
+    hp.update(backend="sdpa", pos_embed="learn", tokenizer=None, lsa=None, preset=hp.pop("model"))
+    ckpt["state_dict"] = ViTModule(model=hp["preset"]).state_dict()
     torch.save(ckpt, tmp_path / "old.ckpt")
     with pytest.warns(FutureWarning, match="--model.backend is deprecated"):
         old = ViTModule.from_checkpoint(tmp_path / "old.ckpt")

@@ -85,15 +85,15 @@ def test_digits_splits_are_disjoint_and_seeded() -> None:
 
 
 def test_folder_reader_directory_and_zip(image_folder: Path, tmp_path: Path) -> None:
-    _, splits, classes = scan_image_folder(image_folder)
-    assert classes == ["cat", "dog", "owl"] and len(splits["all"]) == 18
+    scan = scan_image_folder(image_folder)
+    assert scan.classes == ["cat", "dog", "owl"] and len(scan.splits["all"].items) == 18
     archive = zip_folder(image_folder, tmp_path / "images.zip")
-    zsource, zsplits, zclasses = scan_image_folder(archive)
-    assert zclasses == classes and len(zsplits["all"]) == 18
-    assert zsource.zip_path == archive
+    zscan = scan_image_folder(archive)
+    assert zscan.classes == scan.classes and len(zscan.splits["all"].items) == 18
+    assert zscan.splits["all"].source.zip_path == archive
     dm = ImageData(dataset="folder", root=str(archive), test_fraction=0.25, val_fraction=0.2)
     dm.setup("fit")
-    assert dm.in_chans == 3 and dm.size == 16 and dm.class_names == classes
+    assert dm.in_chans == 3 and dm.size == 16 and dm.class_names == scan.classes
     x, y = dm.train_set[0]  # type: ignore[index]
     assert x.shape == (3, 16, 16) and 0 <= y < 3
     assert not (tmp_path / "set").exists()  # read in place, never extracted
@@ -102,8 +102,8 @@ def test_folder_reader_directory_and_zip(image_folder: Path, tmp_path: Path) -> 
 def test_folder_with_train_and_test(tmp_path: Path) -> None:
     make_image_folder(tmp_path / "data" / "train")
     make_image_folder(tmp_path / "data" / "test", per_class=2)
-    _, splits, _ = scan_image_folder(tmp_path / "data")
-    assert set(splits) == {"train", "test"} and len(splits["test"]) == 6
+    splits = scan_image_folder(tmp_path / "data").splits
+    assert set(splits) == {"train", "test"} and len(splits["test"].items) == 6
     dm = ImageData(dataset="folder", root=str(tmp_path / "data"), image_size=8, channels=1)
     dm.setup("fit")
     assert len(dm.test_set) == 6  # type: ignore[arg-type]

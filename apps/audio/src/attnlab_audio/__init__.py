@@ -4,15 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnlab import App
-from attnlab.app import MatrixDomain, SuiteCase
+from attnlab.app import App, MatrixDomain, SuiteCase, lazy_exports
 
-from .audio_io import load_audio, read_wav, write_wav
-from .data import AudioData, make_dtmf, scan_fsdd, scan_speech_commands, scan_wav_folder
-from .draw import atlas, draw
-from .features import FrontEnd, FrontEndConfig, SpecAugment
-from .model import ASTConfig, AudioSpectrogramTransformer, CNNBaseline, CNNConfig, create_model
-from .module import AudioModule
+# Imported on first use (they import torch): `attnlab list` reads `app` without them.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(("load_audio", "read_wav", "write_wav"), "audio_io"),
+        **dict.fromkeys(
+            ("AudioData", "make_dtmf", "scan_fsdd", "scan_speech_commands", "scan_wav_folder"),
+            "data",
+        ),
+        **dict.fromkeys(("FrontEnd", "FrontEndConfig", "SpecAugment"), "features"),
+        **dict.fromkeys(
+            (
+                "ASTConfig",
+                "AudioSpectrogramTransformer",
+                "CNNBaseline",
+                "CNNConfig",
+                "create_model",
+            ),
+            "model",
+        ),
+        "AudioModule": "module",
+    },
+)
 
 __all__ = [
     "ASTConfig",
@@ -37,21 +53,20 @@ __all__ = [
 
 app = App(
     name="audio",
-    module=AudioModule,
-    datamodule=AudioData,
+    module="attnlab_audio.module:AudioModule",
+    datamodule="attnlab_audio.data:AudioData",
     config_dir=Path(__file__).resolve().parents[2] / "configs",
     monitor="val/acc",
     mode="max",
     headline="test/acc",
-    draw=draw,
-    atlas=atlas,
+    draw="attnlab_audio.draw:draw",
+    atlas="attnlab_audio.draw:atlas",
     description="short audio classification: Audio Spectrogram Transformer vs a CNN on log-mels",
     bench_order=50,
     matrix=MatrixDomain(
         config="quick",
         data=None,
         label="built-in DTMF-style tones",
-        fallback_label="built-in DTMF-style tones",
         metric="test/acc",
         mode="max",
         budget_cpu_s=10.0,  # the quick config's whole run: ~10 CPU s of training

@@ -7,6 +7,10 @@ Refused with a one-line error naming the file: an empty file, a file that is not
 floating-point or compressed WAV (``wave`` reads only integer PCM), a WAV with no samples, a
 sample rate outside 1 kHz - 1 MHz (a corrupt header), and a rate whose ratio to the target rate
 is so odd that resampling would need a kernel of gigabytes (8001 Hz to 8000 Hz, say).
+
+Memory is bounded before anything is read: the frames read are those the header claims, but
+never more than the file holds (a header claiming 4 GiB of samples in a 2 KB file reads the
+2 KB), and a file with more than ``MAX_WAV_BYTES`` of samples is refused naming the file.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torchaudio.functional as AF
 from torch import Tensor
 
 __all__ = [
+    "MAX_WAV_BYTES",
     "SUPPORTED_SAMPLE_WIDTHS",
     "check_length",
     "fit_length",
@@ -35,6 +40,9 @@ SAMPLE_RATES = (1_000, 1_000_000)  # Hz; outside this a header is corrupt rather
 # torchaudio's sinc kernel has (rate/g) x (target/g) entries (g their gcd): 44.1 -> 16 kHz is
 # 441 x 160; 8001 -> 8000 Hz would be 64 million.
 MAX_RESAMPLE_RATIO_PRODUCT = 2**22
+# Samples one file may hold: 35 minutes of 16-bit 16 kHz mono. Reading takes about 4x this at
+# peak (the bytes, float32 samples, the mono mix); clips of this app are seconds long.
+MAX_WAV_BYTES = 64 << 20
 
 
 def _decode(raw: bytes, width: int) -> np.ndarray:
@@ -70,7 +78,16 @@ def read_wav(path: str | Path) -> tuple[Tensor, int]:
     try:
         with wave.open(str(path), "rb") as w:
             channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
-            frames = w.getnframes()
+            frame_bytes = max(1, channels * width)
+            # wave.readframes allocates what the header claims before reading: ask for no more
+            # frames than the file can hold.
+            frames = min(w.getnframes(), path.stat().st_size // frame_bytes)
+            if frames * frame_bytes > MAX_WAV_BYTES:
+                raise ValueError(
+                    f"{path}: {frames * frame_bytes / 2**20:.0f} MiB of samples "
+                    f"({frames / max(rate, 1):.0f} s), over the {MAX_WAV_BYTES >> 20} MiB this "
+                    "reader takes; cut the recording into short clips"
+                )
             raw = w.readframes(frames)
     except (wave.Error, EOFError, RuntimeError) as exc:  # RuntimeError: a chunk size past EOF
         raise ValueError(

@@ -260,7 +260,7 @@ def create_model(arch: str, **kwargs: Any) -> AudioSpectrogramTransformer | CNNB
         return AudioSpectrogramTransformer(ASTConfig(**kwargs))
     if arch == "cnn":
         return CNNBaseline(CNNConfig(**kwargs))
-    raise ValueError(f"unknown --model.arch {arch!r}; choose one of {list(ARCHS)}")
+    raise ValueError(f"unknown --model.model {arch!r}; choose one of {list(ARCHS)}")
 
 
 def config_dict(model: nn.Module) -> dict[str, Any]:

@@ -8,13 +8,12 @@ models normalize by themselves.
 
 ``attention`` (``--model.attention.*``) is the AST's self-attention; the CNN has none, and
 setting it there is an error. ``--model.backend`` and ``--model.backend_kwargs`` are the old
-spelling: they warn once and map into ``attention``.
+spelling: they warn once and map into ``attention`` (as do the other old names, see
+``AudioModule``).
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import fields
 from typing import Any, ClassVar
 
 import torch
@@ -22,6 +21,7 @@ from torch import Tensor, nn
 
 from attention_core import AttentionConfig
 from attnlab.classification import ClassifierModule
+from attnlab.options import attention_from_old_flags, renamed
 
 from .features import SpecAugment
 from .model import create_model
@@ -32,7 +32,12 @@ Batch = tuple[Tensor, Tensor]
 
 
 class AudioModule(ClassifierModule):
-    """``arch`` "ast" (Audio Spectrogram Transformer) or "cnn" (the baseline) on log-mel dB."""
+    """``model`` "ast" (Audio Spectrogram Transformer) or "cnn" (the baseline) on log-mel dB.
+
+    Old names, deprecated but kept so old command lines, configs and checkpoints work
+    (``attnlab.options``): ``backend``/``backend_kwargs`` (now in ``attention``), ``arch``
+    (``model``), ``embed_dim`` (``dim``), ``drop_rate`` (``dropout``), ``attn_drop_rate``
+    (``attn_dropout``)."""
 
     app_name = "audio"
     # Logged as val/acc and test/acc; runs monitor val/acc.
@@ -40,18 +45,18 @@ class AudioModule(ClassifierModule):
 
     def __init__(
         self,
-        arch: str = "ast",
+        model: str = "ast",
         n_mels: int = 40,
         n_frames: int = 63,
         num_classes: int = 10,
         patch_size: int | list[int] = 8,
         patch_stride: int | list[int] = 6,
-        embed_dim: int = 96,
+        dim: int = 96,
         depth: int = 4,
         num_heads: int = 4,
         mlp_ratio: float = 4.0,
-        drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
+        dropout: float = 0.0,
+        attn_dropout: float = 0.0,
         drop_path_rate: float = 0.1,
         attention: AttentionConfig = AttentionConfig(),
         cnn_channels: list[int] | None = None,
@@ -67,32 +72,41 @@ class AudioModule(ClassifierModule):
         top_k: int = 3,
         backend: str | None = None,
         backend_kwargs: dict[str, Any] | None = None,
+        arch: str | None = None,
+        embed_dim: int | None = None,
+        drop_rate: float | None = None,
+        attn_drop_rate: float | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
-        cfg = AttentionConfig.coerce(attention)
-        if backend is not None or backend_kwargs is not None:
-            cfg = attention_from_old_flags(cfg, backend, backend_kwargs)
-        for old in ("backend", "backend_kwargs"):  # saved as `attention` from now on
+        cfg = attention_from_old_flags(attention, backend, backend_kwargs)
+        model = renamed("arch", arch, "model", model, "ast")
+        dim = renamed("embed_dim", embed_dim, "dim", dim, 96)
+        dropout = renamed("drop_rate", drop_rate, "dropout", dropout, 0.0)
+        attn_dropout = renamed("attn_drop_rate", attn_drop_rate, "attn_dropout", attn_dropout, 0.0)
+        # Checkpoints carry the new names only (old ones dropped; `attention` set below).
+        self.hparams.update(model=model, dim=dim, dropout=dropout, attn_dropout=attn_dropout)
+        for old in ("backend", "backend_kwargs", "arch", "embed_dim", "drop_rate",
+                    "attn_drop_rate"):  # fmt: skip
             self.hparams.pop(old, None)
         common: dict[str, Any] = dict(n_mels=n_mels, n_frames=n_frames, num_classes=num_classes)
-        if arch == "ast":
+        if model == "ast":
             self.model: nn.Module = create_model(
                 "ast", **common, patch_size=patch_size, patch_stride=patch_stride,
-                embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-                drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+                embed_dim=dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                drop_rate=dropout, attn_drop_rate=attn_dropout,
                 drop_path_rate=drop_path_rate, attention=cfg,
             )  # fmt: skip
             cfg = self.model.attention  # resolved: the model's defaults filled in
         else:
             if cfg != AttentionConfig():
                 raise ValueError(
-                    f"--model.attention: the CNN baseline (--model.arch {arch}) has no attention "
+                    f"--model.attention: the CNN baseline (--model.model {model}) has no attention "
                     f"(got {_changed(cfg)}); drop the --model.attention settings or use "
-                    "--model.arch ast"
+                    "--model.model ast"
                 )
             self.model = create_model(
-                arch, **common, channels=list(cnn_channels or [32, 64, 128]), drop_rate=drop_rate
+                model, **common, channels=list(cnn_channels or [32, 64, 128]), drop_rate=dropout
             )
         # Plain data: checkpoints are loaded weights-only.
         self.hparams["attention"] = cfg.to_dict()
@@ -147,37 +161,6 @@ class AudioModule(ClassifierModule):
 
     def export_model(self) -> nn.Module:
         return self.model
-
-
-_OPTION_FIELDS = {f.name for f in fields(AttentionConfig)} - {"backend", "pos", "options"}
-
-
-def attention_from_old_flags(
-    cfg: AttentionConfig, backend: str | None, backend_kwargs: dict[str, Any] | None
-) -> AttentionConfig:
-    """``--model.backend``/``--model.backend_kwargs`` (and old checkpoints' hyper-parameters)
-    mapped into ``attention``, with one FutureWarning naming the new flags."""
-    given = [f"--model.{n}" for n, v in (("backend", backend), ("backend_kwargs", backend_kwargs))
-             if v is not None]  # fmt: skip
-    warnings.warn(
-        f"{' and '.join(given)} will be removed: use --model.attention.backend NAME and "
-        "--model.attention.<option> (window, feature_map, proj_dim, ...)",
-        FutureWarning,
-        stacklevel=3,
-    )
-    settings = cfg.to_dict()
-    if backend is not None:
-        settings["backend"] = "sdpa" if backend == "auto" else backend
-    options = dict(settings.get("options") or {})
-    for key, value in dict(backend_kwargs or {}).items():
-        if key == "seq_len":  # linformer's: the model fills it in
-            continue
-        if key in _OPTION_FIELDS:
-            settings[key] = value
-        else:
-            options[key] = value
-    settings["options"] = options
-    return AttentionConfig.coerce(settings)
 
 
 def _changed(cfg: AttentionConfig) -> str:

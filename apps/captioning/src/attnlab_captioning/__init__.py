@@ -9,32 +9,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnlab import App
-from attnlab.app import MatrixDomain, SuiteCase
+from attnlab.app import App, MatrixDomain, SuiteCase, lazy_exports
 
-from .data import CaptionData
-from .draw import atlas, draw
-from .module import CaptionModule
+# Imported on first use (they import torch): `attnlab list` reads `app` without them.
+__getattr__ = lazy_exports(__name__, {"CaptionData": "data", "CaptionModule": "module"})
 
 __all__ = ["CaptionData", "CaptionModule", "app"]
 
 app = App(
     name="caption",
-    module=CaptionModule,
-    datamodule=CaptionData,
+    module="attnlab_captioning.module:CaptionModule",
+    datamodule="attnlab_captioning.data:CaptionData",
     config_dir=Path(__file__).resolve().parents[2] / "configs",
     monitor="val/bleu4",
     mode="max",
     headline="test/bleu4",
-    draw=draw,
-    atlas=atlas,
+    draw="attnlab_captioning.draw:draw",
+    atlas="attnlab_captioning.draw:atlas",
     description="image captioning with visual attention (Show-Attend-Tell, Transformer; BLEU, CIDEr-D)",
     bench_order=20,
     matrix=MatrixDomain(
         config="quick",
         data=None,
         label="built-in digit scenes, Transformer decoder",
-        fallback_label="built-in digit scenes, Transformer decoder",
         metric="test/bleu4",
         mode="max",
         budget_cpu_s=40.0,  # the quick config's whole run: ~40 CPU s of training

@@ -148,6 +148,21 @@ def make_digit_scenes(n: int, split: str, seed: int, canvas: int = 64) -> list[I
 
 # ---------------------------------------------------------------------------------- readers
 
+# Caption files are read whole (JSON) or kept whole in memory (captions.txt): parsed, they take
+# several times their size, so a file past these limits is refused before it is opened. Karpathy's
+# dataset_coco.json, the largest in use, is 150 MB.
+MAX_CAPTION_JSON_BYTES = 512 << 20
+MAX_CAPTION_TEXT_BYTES = 256 << 20
+
+
+def _check_size(path: Path, limit: int) -> None:
+    size = path.stat().st_size
+    if size > limit:
+        raise ValueError(
+            f"{path}: {size / 2**20:.0f} MiB, over the {limit >> 20} MiB this reader takes; "
+            "is it the caption file? Keep the images you train on in a smaller one"
+        )
+
 
 def _split_list(path: Path) -> list[str]:
     if not path.is_file():
@@ -179,6 +194,7 @@ def read_flickr8k_csv(root: Path, image_dir: str = "images", max_words: int = 20
         raise FileNotFoundError(
             f"{path} not found; the Flickr8k layout is captions.txt + Flickr_8k.*Images.txt + {image_dir}/"
         )
+    _check_size(path, MAX_CAPTION_TEXT_BYTES)
     captions: dict[str, list[list[str]]] = {}
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv_rows(fh, path)
@@ -216,6 +232,7 @@ def read_flickr8k_csv(root: Path, image_dir: str = "images", max_words: int = 20
 
 def read_karpathy(json_path: Path, image_root: Path, max_words: int = 20) -> ReadResult:
     """Karpathy's split file; ``restval`` images join the training split."""
+    _check_size(json_path, MAX_CAPTION_JSON_BYTES)
     try:
         data = json.loads(read_text(json_path))
     except (json.JSONDecodeError, RecursionError) as exc:
@@ -412,6 +429,18 @@ class CaptionData(AttnlabDataModule):
     ``dataset``: ``digit_scenes`` (generated, offline), or ``flickr8k``/``flickr30k``/``coco``
     read from ``root`` (``--data.root`` or ``$ATTNLAB_DATA_DIR/<dataset>``) in Karpathy's layout
     (``dataset_<name>.json``) or, for Flickr8k, the ``captions.txt`` layout.
+
+    Args:
+        dataset: digit_scenes = generated digit pictures with captions (offline); flickr8k,
+            flickr30k, coco = a folder (--data.root or $ATTNLAB_DATA_DIR/<dataset>) holding
+            dataset_<dataset>.json (Karpathy's layout: images with filename, split, sentences)
+            and the images under --data.image_dir; flickr8k also reads captions.txt
+            (`image,caption` lines) with Flickr_8k.{train,dev,test}Images.txt. Your own
+            captions: either layout, with any of these names.
+        root: the folder holding the caption file and the image folder.
+        image_dir: the image folder inside root (default images).
+        allow_missing_images: drop captions whose image file is missing instead of stopping.
+        predict_images: a glob of images to caption with `predict`.
     """
 
     def __init__(

@@ -74,7 +74,7 @@ class CaptionerConfig:
     vit_heads: int = 4
     patch_size: int = 8
     decoder: str = "lstm_attention"  # lstm_attention | transformer | lstm_pooled
-    embed_dim: int = 64
+    word_dim: int = 64  # the LSTM decoders' word embeddings
     hidden_dim: int = 256
     attention_dim: int = 128
     dec_dim: int = 128
@@ -190,7 +190,7 @@ def _lstm(attend: bool) -> Any:
         return LSTMDecoder(
             vocab_size,
             feature_dim,
-            cfg.embed_dim,
+            cfg.word_dim,
             cfg.hidden_dim,
             cfg.attention_dim,
             cfg.dropout,

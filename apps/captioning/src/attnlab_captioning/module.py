@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from torch import Tensor, nn
 
 from attention_core import AttentionConfig
 from attnlab import AttnlabModule
+from attnlab.options import renamed
+from attnlab.runs import atomic_write_bytes, atomic_write_text
 
 from .decoding import Generated, generate
 from .metrics import cider_d, corpus_bleu, localization_hits
@@ -52,7 +55,8 @@ class CaptionModule(AttnlabModule):
     ``attention`` is the Transformer decoder's masked self-attention (and a ViT encoder's
     self-attention): backend, options, ``pos``; ``cross_attention`` the decoder's cross-attention
     to the grid. Checked here, at construction, so a bad combination fails before any data is
-    read.
+    read. ``word_dim`` is the LSTM decoders' word-embedding size (``embed_dim`` before: a
+    deprecated alias, since elsewhere ``embed_dim`` meant a transformer's width).
     """
 
     app_name = "caption"
@@ -70,7 +74,7 @@ class CaptionModule(AttnlabModule):
         vit_heads: int = 4,
         patch_size: int = 8,
         decoder: str = "lstm_attention",
-        embed_dim: int = 64,
+        word_dim: int = 64,
         hidden_dim: int = 256,
         attention_dim: int = 128,
         dec_dim: int = 128,
@@ -90,11 +94,15 @@ class CaptionModule(AttnlabModule):
         min_lr_ratio: float = 0.05,
         attention: AttentionConfig = AttentionConfig(),
         cross_attention: AttentionConfig = AttentionConfig(),
+        embed_dim: int | None = None,
     ):
         super().__init__()
         attention = AttentionConfig.coerce(attention)  # a dict from a checkpoint's hparams
         cross_attention = AttentionConfig.coerce(cross_attention)
         self.save_hyperparameters()
+        # `embed_dim` is the old name of `word_dim` (elsewhere it meant a transformer's width).
+        self.hparams["word_dim"] = renamed("embed_dim", embed_dim, "word_dim", word_dim, 64)
+        self.hparams.pop("embed_dim", None)
         # Plain data in checkpoints (they are loaded weights-only).
         self.hparams["attention"] = attention.to_dict()
         self.hparams["cross_attention"] = cross_attention.to_dict()
@@ -321,8 +329,9 @@ class CaptionModule(AttnlabModule):
     def on_predict_end(self) -> None:
         from .draw import denormalize, word_attention_figure
 
+        if not self.trainer.is_global_zero:
+            return
         folder = Path(self.trainer.default_root_dir) / "predictions"
-        folder.mkdir(parents=True, exist_ok=True)
         info = self.data_info
         records = []
         for p in self._predictions:
@@ -338,15 +347,15 @@ class CaptionModule(AttnlabModule):
                     [(image, p["words"], p["attention"], p["grid"], p["caption"])]
                 )
                 png = folder / f"{Path(p['image']).stem}_attention.png"
-                fig.savefig(png, dpi=100, bbox_inches="tight")
+                buf = io.BytesIO()
+                fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+                atomic_write_bytes(png, buf.getvalue())
                 import matplotlib.pyplot as plt
 
                 plt.close(fig)
                 record["heatmap"] = png.name
             records.append(record)
-        (folder / "captions.json").write_text(
-            json.dumps(records, indent=2) + "\n", encoding="utf-8"
-        )
+        atomic_write_text(folder / "captions.json", json.dumps(records, indent=2) + "\n")
         print(f"wrote {len(records)} captions to {folder / 'captions.json'}", flush=True)
 
     # ------------------------------------------------------------------ services

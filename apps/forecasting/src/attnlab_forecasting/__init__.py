@@ -9,32 +9,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnlab import App
-from attnlab.app import MatrixDomain, SuiteCase
+from attnlab.app import App, MatrixDomain, SuiteCase, lazy_exports
 
-from .data import ForecastData
-from .draw import atlas, draw
-from .module import ForecastModule
+# Imported on first use (they import torch): `attnlab list` reads `app` without them.
+__getattr__ = lazy_exports(__name__, {"ForecastData": "data", "ForecastModule": "module"})
 
 __all__ = ["ForecastData", "ForecastModule", "app"]
 
 app = App(
     name="forecast",
-    module=ForecastModule,
-    datamodule=ForecastData,
+    module="attnlab_forecasting.module:ForecastModule",
+    datamodule="attnlab_forecasting.data:ForecastData",
     config_dir=Path(__file__).resolve().parents[2] / "configs",
     monitor="val/mse",
     mode="min",
     headline="test/mse",
-    draw=draw,
-    atlas=atlas,
+    draw="attnlab_forecasting.draw:draw",
+    atlas="attnlab_forecasting.draw:atlas",
     description="multivariate time-series forecasting (PatchTST, iTransformer, Transformer, DLinear)",
     bench_order=30,
     matrix=MatrixDomain(
         config="quick",
         data=None,
         label="built-in seasonal series with known noise, PatchTST-style",
-        fallback_label="built-in seasonal series with known noise, PatchTST-style",
         metric="test/mse",
         mode="min",
         budget_cpu_s=15.0,  # the quick config's whole run: ~15 CPU s of training

@@ -1,9 +1,10 @@
 """Series, splits, scaling and windows: the forecasting data as the literature defines it.
 
-* ``read_series_csv``: a CSV with a date column and numeric value columns (the ETT layout),
-  checked cell by cell; every problem is a ``ValueError`` naming the file, line and column.
+* ``read_series_csv`` (``readers.py``): a CSV with a date column in a common format and
+  numeric value columns, checked cell by cell.
 * ``split_borders``: ETT by months (12/4/4), everything else 7:1:2 by time; validation and test
-  start ``seq_len`` rows early so their first window has a full look-back.
+  start ``seq_len`` rows early so their first window has a full look-back. ``resolve_split``
+  says which applies to a file, and the DataModule prints it with rows and windows per part.
 * ``Scaler``: z-score with statistics of the training rows only.
 * ``WindowDataset``: every window ``[s, s + L + H)`` of a split, none dropped.
 * ``generate_series``: the offline default, a multivariate series whose noise variance is known.
@@ -12,22 +13,22 @@
 
 from __future__ import annotations
 
-import csv
-import math
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from attnlab.data import AttnlabDataModule, csv_rows, delimiter_hint
+from attnlab.data import AttnlabDataModule
 from attnlab.datasets import data_root
+from attnlab.paths import data_root_hint
+from attnlab.runs import atomic_write_csv
 
-from .registry import DATASETS, fetch_dataset
+from .readers import FILLS, Series, read_series_csv
+from .registry import DATASETS, DatasetInfo, fetch_dataset
 
 __all__ = [
     "FILLS",
@@ -40,172 +41,16 @@ __all__ = [
     "future_timestamps",
     "generate_series",
     "read_series_csv",
+    "resolve_split",
     "split_borders",
 ]
 
 TASKS = ("M", "S", "MS")
-FILLS = ("ffill", "linear", "zero")
-_MISSING = {"", "nan", "na", "n/a", "null", "none"}
-_FLOAT32_MAX = float(np.finfo(np.float32).max)  # the models see float32: beyond it is inf
 
 
-@dataclass
-class Series:
-    """A multivariate series: timestamps (T,) datetime64[s], values (T, C) float64, names."""
-
-    timestamps: np.ndarray
-    values: np.ndarray
-    columns: list[str]
-    source: str = "<memory>"
-    noise_var: np.ndarray | None = None  # (C,), known only for generated series
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-
-# --------------------------------------------------------------------------------------------
-# reading
-# --------------------------------------------------------------------------------------------
-
-
-def _parse_time(text: str, path: Path, line: int, column: str) -> np.datetime64:
-    try:
-        return np.datetime64(datetime.fromisoformat(text.strip()).replace(tzinfo=None), "s")
-    except ValueError:
-        raise ValueError(
-            f"{path}: line {line}, column {column!r}: {text!r} is not a date/time; write "
-            "timestamps as ISO 8601 (e.g. 2016-07-01 00:00:00)"
-        ) from None
-
-
-def _fill_gaps(values: np.ndarray, fill: str, path: Path, columns: list[str]) -> np.ndarray:
-    out = values.copy()
-    for c in range(out.shape[1]):
-        col = out[:, c]
-        bad = np.isnan(col)
-        if not bad.any():
-            continue
-        if bad.all():
-            raise ValueError(f"{path}: column {columns[c]!r} has no values at all; drop it")
-        if fill == "zero":
-            col[bad] = 0.0
-            continue
-        idx = np.arange(len(col))
-        good = ~bad
-        if fill == "linear":
-            col[bad] = np.interp(idx[bad], idx[good], col[good])
-        else:  # ffill; a gap at the very start takes the first value
-            last = np.where(good, idx, 0)
-            np.maximum.accumulate(last, out=last)
-            first = idx[good][0]
-            last[: first + 1] = first
-            col[:] = col[last]
-    return out
-
-
-def read_series_csv(
-    path: str | Path,
-    *,
-    date_column: str = "date",
-    columns: list[str] | None = None,
-    fill: str | None = None,
-) -> Series:
-    """Read a CSV with a date column and numeric value columns.
-
-    Empty or NaN cells are an error unless ``fill`` is ``ffill``, ``linear`` or ``zero``;
-    timestamps must be strictly increasing (no duplicates).
-    """
-    path = Path(path)
-    if fill is not None and fill not in FILLS:
-        raise ValueError(f"fill must be one of {FILLS} or None, got {fill!r}")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; check the CSV path")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv_rows(fh, path)
-        header = next(reader, None)
-        if not header:
-            raise ValueError(f"{path} is empty; expected a header like 'date,<value columns>'")
-        header = [h.strip() for h in header]
-        lower = [h.lower() for h in header]
-        if date_column.lower() not in lower:
-            raise ValueError(
-                f"{path}: no date column {date_column!r} in the header {header}"
-                f"{delimiter_hint(header)}; add one or pass --data.date_column with its name"
-            )
-        twice = next((h for i, h in enumerate(header) if h in header[:i]), None)
-        if twice is not None:
-            raise ValueError(
-                f"{path}: column {twice!r} appears twice in the header {header}; rename one"
-            )
-        t_col = lower.index(date_column.lower())
-        names = [h for i, h in enumerate(header) if i != t_col]
-        if columns is not None:
-            missing = [c for c in columns if c not in names]
-            if missing:
-                raise ValueError(f"{path}: columns {missing} are not in the header {header}")
-            names = list(columns)
-        if not names:
-            raise ValueError(f"{path}: no value columns besides {header[t_col]!r}")
-        picks = [header.index(n) for n in names]
-        times: list[np.datetime64] = []
-        rows: list[list[float]] = []
-        gaps = []
-        for line, row in enumerate(reader, start=2):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise ValueError(
-                    f"{path}: line {line} has {len(row)} cells, the header has {len(header)}"
-                )
-            times.append(_parse_time(row[t_col], path, line, header[t_col]))
-            values = []
-            for j in picks:
-                cell = row[j].strip()
-                if cell.lower() in _MISSING:
-                    if fill is None:
-                        gaps.append((line, header[j]))
-                    values.append(math.nan)
-                    continue
-                try:
-                    value = float(cell)
-                except ValueError:
-                    raise ValueError(
-                        f"{path}: line {line}, column {header[j]!r}: {cell!r} is not a number; "
-                        "fix or remove the cell"
-                    ) from None
-                if not math.isfinite(value):
-                    raise ValueError(
-                        f"{path}: line {line}, column {header[j]!r}: {cell!r} is not a finite "
-                        "number; fix the cell, or leave it empty and pass --data.fill"
-                    )
-                if abs(value) > _FLOAT32_MAX:
-                    raise ValueError(
-                        f"{path}: line {line}, column {header[j]!r}: {cell!r} is beyond the "
-                        "float32 range the models compute in; rescale the column"
-                    )
-                values.append(value)
-            rows.append(values)
-    if not rows:
-        raise ValueError(f"{path} has a header but no data rows")
-    if gaps:
-        line, col = gaps[0]
-        raise ValueError(
-            f"{path}: line {line}, column {col!r} is empty or NaN ({len(gaps)} missing cells in "
-            f"all); fill the gaps or pass --data.fill ffill|linear|zero"
-        )
-    ts = np.array(times, dtype="datetime64[s]")
-    steps = np.diff(ts).astype(np.int64)
-    if (steps <= 0).any():
-        i = int(np.argmax(steps <= 0))
-        kind = "duplicate" if steps[i] == 0 else "out-of-order"
-        raise ValueError(
-            f"{path}: line {i + 3} has a {kind} timestamp {ts[i + 1]} (line {i + 2} has "
-            f"{ts[i]}); sort the rows by time and remove duplicates"
-        )
-    arr = np.asarray(rows, dtype=np.float64)
-    if fill is not None:
-        arr = _fill_gaps(arr, fill, path, names)
-    return Series(ts, arr, names, source=str(path))
+@rank_zero_only
+def _log(message: str) -> None:
+    print(f"forecast: {message}", flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,6 +100,52 @@ def generate_series(
 # --------------------------------------------------------------------------------------------
 # splits, scaling, windows
 # --------------------------------------------------------------------------------------------
+
+
+SPLITS = {
+    "ett_hour": "ETT's 12/4/4 months of hourly rows",
+    "ett_minute": "ETT's 12/4/4 months of 15-minute rows",
+    "ratio": "70/10/20 % by time",
+}
+
+
+def resolve_split(
+    split: str | None, dataset: DatasetInfo | None, path: Path | None, timestamps: np.ndarray
+) -> tuple[str, str]:
+    """The split scheme for a series and why it applies, e.g. ``("ratio", "the default for a
+    CSV")``.
+
+    ``split``: ``ett`` (hourly or 15-minute months, by the series' step), ``ett_hour``,
+    ``ett_minute``, ``ratio`` or None: the registry dataset's own split, also for a
+    ``--data.csv`` whose file name is a registry file (ETTh1.csv keeps ETT's split), else
+    ``ratio``.
+    """
+    if split is None:
+        if dataset is not None:
+            return dataset.split, f"the standard split of {dataset.name}"
+        known = next(
+            (d for d in DATASETS.values() if path is not None and path.name == d.file), None
+        )
+        if known is not None:
+            hint = "" if known.split == "ratio" else "; --data.split ratio for 70/10/20"
+            return known.split, f"the standard split of {known.file}{hint}"
+        if path is None:
+            return "ratio", "the default"
+        return "ratio", "the default for a CSV; --data.split ett for ETT's months"
+    if split == "ett":
+        steps = np.diff(timestamps.astype("datetime64[s]")).astype(np.int64)
+        step = int(np.median(steps)) if len(steps) else 0
+        if step not in (3600, 900):
+            raise ValueError(
+                f"--data.split ett needs hourly or 15-minute rows, the series steps by {step} s; "
+                "use --data.split ratio"
+            )
+        return ("ett_hour" if step == 3600 else "ett_minute"), "--data.split ett"
+    if split not in SPLITS:
+        raise ValueError(
+            f"unknown split {split!r}; choose ett (ETT's 12/4/4 months) or ratio (70/10/20 %)"
+        )
+    return split, f"--data.split {split}"
 
 
 def split_borders(n: int, seq_len: int, scheme: str) -> list[tuple[int, int]]:
@@ -378,10 +269,25 @@ class WindowDataset(Dataset[dict[str, Tensor]]):
 class ForecastData(AttnlabDataModule):
     """Windows of a multivariate series, split by time and z-scored with train statistics.
 
-    ``dataset`` is ``synthetic`` (generated, offline) or a registry name (``etth1``, ``ili``,
-    ...) read from ``root`` / ``$ATTNLAB_DATA_DIR/<folder>``; ``csv`` reads any CSV instead.
-    ``task``: ``M`` all channels to all, ``S`` target to target, ``MS`` all to target.
-    ``predict_csv`` is the history for `predict`; the forecast is written to ``predict_out``.
+    The split, its rows and windows per part and the date format read are printed when the
+    data is set up; the model's ``channels`` come from the data.
+
+    Args:
+        dataset: synthetic = a generated seasonal series with known noise (offline);
+            etth1, etth2, ettm1, ettm2 = ETT (ett/ETTh1.csv ...); weather, electricity,
+            exchange, traffic, ili = the Autoformer collection; each from --data.root or
+            $ATTNLAB_DATA_DIR/<folder>. Your own file: --data.csv FILE.
+        csv: your own CSV: a date column (--data.date_column) and one numeric column a
+            series; it replaces --data.dataset.
+        date_format: strptime codes for dates the reader does not recognise (it reads ISO
+            8601, 1990/1/1 0:00, day-first 31/12/2020, US 12/31/2020, 31.12.2020, 20201231
+            and epoch seconds).
+        split: ett (ETT's 12/4/4 months) or ratio (70/10/20 % by time); default: the
+            dataset's own split, ett for a CSV named like an ETT file, else ratio.
+        task: M = all columns to all, S = target to target, MS = all columns to target.
+        fill: ffill, linear or zero to fill empty cells (default: an empty cell is an error).
+        channels: columns of the synthetic series (a CSV has as many as it has).
+        predict_csv: the history `predict` forecasts from; written to predict_out.
     """
 
     def __init__(
@@ -396,6 +302,7 @@ class ForecastData(AttnlabDataModule):
         target: str = "OT",
         split: str | None = None,
         date_column: str = "date",
+        date_format: str | None = None,
         fill: str | None = None,
         n_steps: int = 6000,
         channels: int = 5,
@@ -423,13 +330,19 @@ class ForecastData(AttnlabDataModule):
         self.dataset, self.root, self.csv, self.download = dataset, root, csv, download
         self.seq_len, self.pred_len = seq_len, pred_len
         self.task, self.target = task, target
-        self.date_column, self.fill = date_column, fill
+        self.date_column, self.date_format, self.fill = date_column, date_format, fill
         self.n_steps, self.channels, self.noise_std = n_steps, channels, noise_std
         self.predict_csv, self.predict_out = predict_csv, predict_out
         self.info = DATASETS.get(dataset)
-        self.split = split or (self.info.split if self.info and csv is None else "ratio")
+        if split is not None and split != "ett" and split not in SPLITS:
+            raise ValueError(
+                f"unknown split {split!r}; choose ett (ETT's 12/4/4 months) or ratio (70/10/20 %)"
+            )
+        self.split_choice = split  # as given; ``split`` is the scheme once the series is read
+        self.split = split if split in SPLITS else None
         self.season = self.info.season if self.info else 24
         self.series: Series | None = None
+        self.source_path: Path | None = None  # the CSV read, once read
         self.scaler: Scaler | None = None
         self.borders: list[tuple[int, int]] = []
         self.in_columns: list[str] = []
@@ -449,17 +362,33 @@ class ForecastData(AttnlabDataModule):
             return folder / self.info.file
         if self.download:
             return fetch_dataset(self.dataset)
-        where = folder / self.info.file if folder is not None else f"<root>/{self.info.file}"
+        where = (
+            f"{folder / self.info.file} not found"
+            if folder is not None
+            else data_root_hint(self.info.subdir, self.info.file)
+        )
         raise FileNotFoundError(
-            f"{where} not found for dataset {self.dataset!r}; pass --data.root with the folder "
-            f"holding {self.info.file}, set ATTNLAB_DATA_DIR to a folder with "
-            f"{self.info.subdir}/{self.info.file}, or add --data.download true"
+            f"{where} (dataset {self.dataset!r}); pass --data.root with the folder holding "
+            f"{self.info.file}, set ATTNLAB_DATA_DIR to a folder with "
+            f"{self.info.subdir}/{self.info.file}, add --data.download true, or give your own "
+            "file with --data.csv"
         )
 
     def load_series(self) -> Series:
         if self.csv is None and self.dataset == "synthetic":
             return generate_series(self.n_steps, self.channels, self.noise_std, seed=self.seed)
-        return read_series_csv(self._csv_path(), date_column=self.date_column, fill=self.fill)
+        path = self.source_path = self._csv_path()
+        series = self._read(path)
+        _log(
+            f"read {path.name}: {len(series)} rows x {len(series.columns)} columns, dates as "
+            f"{series.date_format}"
+        )
+        return series
+
+    def _read(self, path: str | Path) -> Series:
+        return read_series_csv(
+            path, date_column=self.date_column, fill=self.fill, date_format=self.date_format
+        )
 
     def _select(self, series: Series) -> None:
         """Input and output channels for the task."""
@@ -504,7 +433,11 @@ class ForecastData(AttnlabDataModule):
                 f"{series.source}: the series has {len(series)} rows, fewer than seq_len + "
                 f"pred_len = {need}; use a shorter input or horizon"
             )
+        path = self.source_path
+        info = self.info if self.csv is None else None
+        self.split, why = resolve_split(self.split_choice, info, path, series.timestamps)
         self.borders = split_borders(len(series), self.seq_len, self.split)
+        _log(self.describe_split(why))
         train_end = self.borders[0][1]
         self.scaler = Scaler.fit(series.values[:train_end])
         self.out_index = [self.in_columns.index(c) for c in self.out_columns]
@@ -516,6 +449,18 @@ class ForecastData(AttnlabDataModule):
             floor = series.noise_var[self.out_index] / self.scaler.std[self.out_index] ** 2
             self.noise_floor = float(floor.mean())
         self.series = series
+
+    def describe_split(self, why: str) -> str:
+        """One line: the split's name and, per part, its own rows and its windows."""
+        assert self.split is not None
+        window = self.seq_len + self.pred_len
+        parts = []
+        for name, (start, end), own_start in zip(
+            ("train", "val", "test"), self.borders, (0, *(b[1] for b in self.borders[:2]))
+        ):
+            windows = max(0, end - start - window + 1)
+            parts.append(f"{name} {end - own_start} rows / {windows} windows")
+        return f"split {self.split} ({SPLITS[self.split]}; {why}): " + ", ".join(parts)
 
     def _windows(self, rows: tuple[int, int]) -> WindowDataset:
         assert self.series is not None and self.scaler is not None
@@ -540,7 +485,7 @@ class ForecastData(AttnlabDataModule):
         applies the scaler it was trained with."""
         if self.predict_csv is None:
             raise ValueError("predict needs --data.predict_csv with the history to forecast from")
-        series = read_series_csv(self.predict_csv, date_column=self.date_column, fill=self.fill)
+        series = self._read(self.predict_csv)
         self._select(series)
         if len(series) < self.seq_len:
             raise ValueError(
@@ -565,15 +510,11 @@ class ForecastData(AttnlabDataModule):
         else:
             header += [f"{c}_q{q:g}" for c in self.out_columns for q in quantiles]
             rows = forecast.reshape(forecast.shape[0], -1)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(header)
-            for ts, row in zip(self.predict_timestamps, rows):
-                stamp = str(ts.astype("datetime64[s]")).replace("T", " ")
-                writer.writerow([stamp, *(f"{v:.6g}" for v in row)])
-        tmp.replace(path)
+        lines = [
+            [str(ts.astype("datetime64[s]")).replace("T", " "), *(f"{v:.6g}" for v in row)]
+            for ts, row in zip(self.predict_timestamps, rows)
+        ]
+        atomic_write_csv(path, header, lines)  # never through a link planted at the name
         return path
 
 

@@ -53,7 +53,7 @@ class ForecastModule(AttnlabModule):
         model: str = "patchtst",
         seq_len: int = 96,
         pred_len: int = 96,
-        channels: int = 5,
+        channels: int | None = None,
         dim: int = 64,
         depth: int = 2,
         num_heads: int = 4,
@@ -81,6 +81,7 @@ class ForecastModule(AttnlabModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["backend", "window"])
+        channels = 1 if channels is None else channels  # None: configure_from_data rebuilds
         attention = _with_former_flags(AttentionConfig.coerce(attention), backend, window)
         cross_attention = AttentionConfig.coerce(cross_attention)
         # Plain data in the checkpoint: it is loaded weights-only.
@@ -137,13 +138,17 @@ class ForecastModule(AttnlabModule):
     def configure_from_data(self, datamodule: Any) -> None:
         """Check the shapes against the data and take its scaler, MASE scale and noise floor.
 
-        At predict the datamodule holds only the history to forecast from (no scaler): the
-        scaler is the one the checkpoint carries.
+        ``channels`` left unset is the data's column count (the model is built for it and the
+        count saved with the checkpoint); a value given that disagrees is an error. At predict
+        the datamodule holds only the history to forecast from (no scaler): the scaler is the
+        one the checkpoint carries.
         """
         dm = datamodule
         if not hasattr(dm, "seq_len"):
             return
         hp = self.hparams
+        if hp.channels is None and dm.in_columns:
+            self._build_for_channels(dm.num_channels)
         mismatch = [
             f"{name}: model {getattr(hp, name)} vs data {value}"
             for name, value in (
@@ -154,9 +159,14 @@ class ForecastModule(AttnlabModule):
             if getattr(hp, name) != value
         ]
         if mismatch:
+            hint = (
+                "; drop --model.channels (the data's input columns are counted)"
+                if any(m.startswith("channels") for m in mismatch)
+                else ""
+            )
             raise ValueError(
                 "model and data disagree (" + "; ".join(mismatch) + "); set --model.X and "
-                "--data.X to the same value (channels = input columns of the task)"
+                "--data.X to the same value" + hint
             )
         if dm.scaler is not None:
             self.scaler_mean.copy_(torch.as_tensor(dm.scaler.mean, dtype=torch.float32))
@@ -164,6 +174,37 @@ class ForecastModule(AttnlabModule):
         if dm.mase_scale is not None:
             self.mase_scale = torch.as_tensor(dm.mase_scale, dtype=torch.float64)
         self.noise_floor = dm.noise_floor
+
+    def _build_for_channels(self, channels: int) -> None:
+        """The model and scaler buffers for ``channels`` input series, from the hyper-parameters
+        (``__init__`` built a placeholder when ``channels`` was not given)."""
+        hp = self.hparams
+        hp["channels"] = channels
+        self.model = build_model(
+            hp.model,
+            seq_len=hp.seq_len,
+            pred_len=hp.pred_len,
+            channels=channels,
+            num_quantiles=len(self.quantiles) if self.quantiles else 1,
+            dim=hp.dim,
+            depth=hp.depth,
+            num_heads=hp.num_heads,
+            mlp_ratio=hp.mlp_ratio,
+            dropout=hp.dropout,
+            head_dropout=hp.head_dropout,
+            attention=AttentionConfig.coerce(hp.attention),
+            cross_attention=AttentionConfig.coerce(hp.cross_attention),
+            patch_len=hp.patch_len,
+            stride=hp.stride,
+            norm=hp.norm,
+            revin=hp.revin,
+            revin_affine=hp.revin_affine,
+            kernel_size=hp.kernel_size,
+            label_len=hp.label_len,
+            period=hp.period,
+        )
+        self.scaler_mean = torch.zeros(channels)  # (C,) replaces the registered buffer
+        self.scaler_std = torch.ones(channels)
 
     # ------------------------------------------------------------------ forward and loss
     def forward(self, x: Tensor, marks: Tensor | None = None) -> Tensor:
@@ -301,6 +342,8 @@ class ForecastModule(AttnlabModule):
         dm = getattr(self.trainer, "datamodule", None)
         outputs = self.trainer.predict_loop.predictions
         if dm is None or not outputs or not hasattr(dm, "write_forecast"):
+            return
+        if not self.trainer.is_global_zero:
             return
         first = outputs[0] if isinstance(outputs[0], Tensor) else outputs[0][0]
         forecast = first[0].detach().cpu().numpy().astype(np.float64)

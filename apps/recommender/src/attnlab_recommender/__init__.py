@@ -4,32 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnlab import App
-from attnlab.app import MatrixDomain, SuiteCase
+from attnlab.app import App, MatrixDomain, SuiteCase, lazy_exports
 
-from .data import RecDataModule
-from .draw import atlas, draw
-from .module import RecModule
+# Imported on first use (they import torch): `attnlab list` reads `app` without them.
+__getattr__ = lazy_exports(__name__, {"RecDataModule": "data", "RecModule": "module"})
 
 __all__ = ["RecDataModule", "RecModule", "app"]
 
 app = App(
     name="recsys",
-    module=RecModule,
-    datamodule=RecDataModule,
+    module="attnlab_recommender.module:RecModule",
+    datamodule="attnlab_recommender.data:RecDataModule",
     config_dir=Path(__file__).resolve().parents[2] / "configs",
     monitor="val/ndcg@10",
     mode="max",
     headline="test/ndcg@10",
-    draw=draw,
-    atlas=atlas,
+    draw="attnlab_recommender.draw:draw",
+    atlas="attnlab_recommender.draw:atlas",
     description="sequential recommendation: SASRec / BERT4Rec, full-ranking HR@k, NDCG@k, MRR",
     bench_order=40,
     matrix=MatrixDomain(
         config="quick",
         data=None,
         label="built-in taste-drift sessions",
-        fallback_label="built-in taste-drift sessions",
         metric="test/ndcg@10",
         mode="max",
         # The quick config's whole run trains about 10 CPU s; results/matrix.md shows the default

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -21,12 +22,15 @@ from attnlab.data import AttnlabDataModule
 from attnlab.datasets import DownloadError, data_root, fetch
 
 from .readers import (
+    LAYOUTS,
     Rows,
     SequenceData,
     build_sequences,
+    detect_layout,
     read_history_file,
     read_interaction_file,
     read_movielens,
+    read_pair_file,
     read_sequence_file,
     sequences_to_data,
 )
@@ -43,6 +47,7 @@ __all__ = [
     "read_history_file",
     "read_interaction_file",
     "read_movielens",
+    "read_pair_file",
     "read_sequence_file",
     "temporal_split",
 ]
@@ -54,6 +59,8 @@ DATASETS: dict[str, tuple[str, str]] = {
     "ml-20m": ("movielens-20m", "ratings.csv"),
     "beauty": ("amazon-yelp-s3rec", "Beauty.txt"),
 }
+# --data.dataset values that read the file at --data.path
+FILE_LAYOUTS = ("auto", *LAYOUTS)
 # GroupLens publishes MD5 sums only (files.grouplens.org/.../ml-*.zip.md5); no sha256 could be
 # verified, so these zips are never downloaded unverified: the user fetches and checks them.
 MOVIELENS_MD5 = {
@@ -61,6 +68,12 @@ MOVIELENS_MD5 = {
     "ml-1m": "c4d9eecfca2ab87c1945afe126590906",
     "ml-20m": "cd245b17a1ae2cc31bb14903e1204af3",
 }
+
+
+@rank_zero_only
+def _log(message: str) -> None:
+    print(f"recsys: {message}", flush=True)
+
 
 # --------------------------------------------------------------------------------- datasets
 
@@ -118,9 +131,19 @@ def collate_eval(batch: list[tuple[int, list[int], int]]) -> dict[str, Tensor]:
 class RecDataModule(AttnlabDataModule):
     """Item sequences -> training windows and full-ranking evaluation cases.
 
-    ``dataset``: ``synthetic`` (built-in, offline), ``ml-100k``/``ml-1m``/``ml-20m``, ``beauty``
-    (folders under ``--data.root`` or ``$ATTNLAB_DATA_DIR``), ``interactions`` (a CSV/TSV at
-    ``path``) or ``sequences`` (an S3-Rec style file at ``path``).
+    Args:
+        dataset: synthetic = built-in taste-drift sessions (offline); ml-100k, ml-1m, ml-20m =
+            MovieLens folders and beauty = S3-Rec's Beauty.txt, under --data.root or
+            $ATTNLAB_DATA_DIR. Your own file at --data.path: pairs = `user item` a line in time
+            order (SASRec); interactions = `user item timestamp[ rating]` a line (commas,
+            tabs, '::' or spaces; header optional); sequences = `user item1 item2 ...` one user
+            a line; auto (also when --data.path is given with synthetic) = detected from the
+            file's first lines and printed.
+        path: your interaction file (see dataset).
+        split: leave_one_out (last item tests, the one before validates) or temporal.
+        min_rating: keep interactions rated at least this (interactions with a rating only).
+        k_core: drop users and items with fewer interactions, repeatedly.
+        predict_history: item histories for `predict` (JSON lists or `history,item` CSV).
     """
 
     def __init__(
@@ -148,12 +171,15 @@ class RecDataModule(AttnlabDataModule):
             seed=seed,
             eval_batch_size=eval_batch_size,
         )
-        known = ("synthetic", "interactions", "sequences", *DATASETS)
+        known = ("synthetic", *FILE_LAYOUTS, *DATASETS)
         if dataset not in known:
             raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(known)}")
         if split not in ("leave_one_out", "temporal"):
             raise ValueError(f"unknown split {split!r}; choose leave_one_out or temporal")
+        if dataset == "synthetic" and path is not None:
+            dataset = "auto"  # a file given: read it rather than ignore it
         self.dataset = dataset
+        self.layout = dataset  # which reader; "auto" is settled when the file is read
         self.root = root
         self.path = path
         self.min_rating = min_rating
@@ -183,16 +209,19 @@ class RecDataModule(AttnlabDataModule):
                 seqs, [str(u) for u in range(len(seqs))], [str(i) for i in range(1, n + 1)]
             )
             return self.data
-        if self.dataset in ("interactions", "sequences"):
+        if self.dataset in FILE_LAYOUTS:
             if not self.path:
                 raise ValueError(f"dataset {self.dataset!r} needs --data.path pointing at the file")
             file = Path(self.path)
+            if self.layout == "auto":
+                self.layout, seen = detect_layout(file)
+                _log(f"{file.name}: {seen}: read as {self.layout} ({LAYOUTS[self.layout]})")
         else:
             folder = self._folder()
             file = folder / DATASETS[self.dataset][1]
             if not file.is_file() and self.dataset != "beauty":
                 file = folder
-        if self.dataset in ("sequences", "beauty"):
+        if self.layout in ("sequences", "beauty"):
             users, raw = read_sequence_file(file)
             if self.min_rating is not None:
                 raise ValueError("the sequence layout has no ratings; drop --data.min_rating")
@@ -207,8 +236,12 @@ class RecDataModule(AttnlabDataModule):
                 data.timestamps = None
             else:
                 data = sequences_to_data(users, raw)
-        elif self.dataset == "interactions":
+        elif self.layout == "interactions":
             data = build_sequences(read_interaction_file(file), self.min_rating, self.k_core)
+        elif self.layout == "pairs":
+            if self.min_rating is not None:
+                raise ValueError("the pairs layout has no ratings; drop --data.min_rating")
+            data = build_sequences(read_pair_file(file), None, self.k_core)
         else:
             rows = read_movielens(file if file.is_dir() else file.parent)
             data = build_sequences(rows, self.min_rating, self.k_core)

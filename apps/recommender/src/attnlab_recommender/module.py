@@ -3,7 +3,6 @@ full-ranking evaluation."""
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from dataclasses import replace
@@ -16,6 +15,7 @@ from torch import Tensor, nn
 
 from attention_core import AttentionConfig
 from attnlab import AttnlabModule
+from attnlab.runs import atomic_write_csv
 
 from .baselines import BASELINES, CoOccurrence, Popularity
 from .metrics import KS, PROTOCOL, exclude_history, rank_metrics, sampled_ranks, target_ranks
@@ -323,12 +323,10 @@ class RecModule(AttnlabModule):
                     if math.isfinite(s):
                         rows.append((name, rank, ids[i - 1], f"{s:.6g}"))
                 n += 1
+        if not self.trainer.is_global_zero:
+            return
         path = Path(self.trainer.default_root_dir) / "predictions.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["user", "rank", "item", "score"])
-            writer.writerows(rows)
+        atomic_write_csv(path, ["user", "rank", "item", "score"], rows)
         print(
             f"recsys: top-{self.hparams.top_k} for {n} histories -> {path} (history items excluded)"
         )

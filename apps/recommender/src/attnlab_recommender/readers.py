@@ -3,9 +3,15 @@
 Readers return rows (user, item, timestamp, rating) or ordered per-user sequences:
 
 * MovieLens 100K (``u.data``), 1M (``ratings.dat``) and 20M (``ratings.csv``);
-* an interaction CSV/TSV with columns user, item, timestamp[, rating] (header optional);
-* one user per line, ``user item1 item2 ...`` in chronological order (the S3-Rec/ICLRec layout);
+* ``interactions``: user, item, timestamp[, rating] a line, separated by commas, tabs, ``::`` or
+  spaces (header optional);
+* ``pairs``: ``user item`` a line in time order (SASRec's own data files);
+* ``sequences``: one user a line, ``user item1 item2 ...`` in chronological order (the
+  S3-Rec/ICLRec layout);
 * item histories for `predict` (JSON or ``history,item`` CSV), in the training data's raw ids.
+
+``detect_layout`` tells the three file layouts apart from their first lines; a file that fits
+none gets an error naming what was found and the layouts accepted (``LAYOUTS``).
 
 Preprocessing: optional rating threshold, k-core filter, chronological order with a stable
 tie-break (file order), and item ids remapped to 1..N (0 pads) in sorted order of the raw ids.
@@ -17,22 +23,26 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from attnlab.data import csv_rows, not_utf8, read_text
+from attnlab.data import csv_rows, delimiter_hint, not_utf8, read_text
 
 __all__ = [
+    "LAYOUTS",
+    "MAX_HISTORY_JSON_BYTES",
     "Rows",
     "SequenceData",
     "build_sequences",
+    "detect_layout",
     "read_history_file",
     "read_interaction_file",
     "read_movielens",
+    "read_pair_file",
     "read_sequence_file",
     "sequences_to_data",
 ]
@@ -63,6 +73,75 @@ class SequenceData:
 _INT_ID = re.compile(r"-?[0-9]+")
 # Timestamps become int64 (seconds, or ms/ns since the epoch): beyond this they would wrap.
 _MAX_TIMESTAMP = 9.2e18
+# A `predict` history file is a handful of lists; json.loads holds ~10x the file in objects, so
+# a larger file is refused before it is read.
+MAX_HISTORY_JSON_BYTES = 64 << 20
+
+LAYOUTS = {
+    "interactions": "`user item timestamp[ rating]` a line (commas, tabs, '::' or spaces; "
+    "header optional)",
+    "pairs": "`user item` a line, in time order (SASRec's format)",
+    "sequences": "`user item1 item2 ...`, one user a line, in time order (S3-Rec's format)",
+}
+
+
+def _accepted() -> str:
+    return "; ".join(f"{name}: {what}" for name, what in LAYOUTS.items())
+
+
+def _split_line(line: str, delimiter: str | None) -> list[str]:
+    """Cells of one line; ``None`` splits on runs of whitespace."""
+    return line.split() if delimiter is None else [c.strip() for c in line.split(delimiter)]
+
+
+def _sniff_delimiter(line: str) -> str | None:
+    for sep in ("::", "\t", ","):
+        if sep in line:
+            return sep
+    return None
+
+
+def detect_layout(path: str | Path, sample: int = 2000) -> tuple[str, str]:
+    """Which of ``LAYOUTS`` a file is, from its first ``sample`` lines, and what was seen.
+
+    Interactions and pairs have the same column count on every line and repeat users;
+    sequences have one line a user (their lengths vary).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; check --data.path")
+    rows: list[list[str]] = []
+    delimiter: str | None = None
+    with open(path, encoding="utf-8", newline="") as fh:
+        try:
+            for line in fh:
+                if not line.strip():
+                    continue
+                if not rows:
+                    delimiter = _sniff_delimiter(line)
+                rows.append(_split_line(line.rstrip("\r\n"), delimiter))
+                if len(rows) >= sample:
+                    break
+        except UnicodeDecodeError as exc:
+            raise not_utf8(path, exc) from None
+    if not rows:
+        raise ValueError(f"{path} is empty; accepted layouts: {_accepted()}")
+    header = not _looks_numeric(rows[0][-1]) and not _INT_ID.fullmatch(rows[0][0])
+    body = rows[1:] if header and len(rows) > 1 else rows
+    widths = sorted({len(r) for r in body})
+    users = [r[0] for r in body]
+    repeats = len(set(users)) < len(users)
+    seen = (
+        f"{len(body)} line(s) of {'/'.join(map(str, widths))} column(s)"
+        f"{', users on several lines' if repeats else ', one line a user'}"
+    )
+    if widths == [2] and (repeats or header):
+        return "pairs", seen
+    if widths in ([3], [4]) and (repeats or header):
+        return "interactions", seen
+    if widths[0] >= 2 and not repeats and not header:
+        return "sequences", seen
+    raise ValueError(f"{path}: found {seen}, which fits no layout; accepted: {_accepted()}")
 
 
 def read_sequence_file(path: str | Path) -> tuple[list[str], list[list[str]]]:
@@ -75,9 +154,17 @@ def read_sequence_file(path: str | Path) -> tuple[list[str], list[list[str]]]:
     seen: dict[str, int] = {}
     with open(path, encoding="utf-8") as fh:
         try:
-            lines = fh.readlines()
+            _read_sequences(fh, path, users, seqs, seen)
         except UnicodeDecodeError as exc:
             raise not_utf8(path, exc) from None
+    if not users:
+        raise ValueError(f"{path} holds no sequences")
+    return users, seqs
+
+
+def _read_sequences(
+    lines: Iterator[str], path: Path, users: list[str], seqs: list[list[str]], seen: dict[str, int]
+) -> None:
     for lineno, line in enumerate(lines, 1):
         tokens = line.split()
         if not tokens:
@@ -94,16 +181,16 @@ def read_sequence_file(path: str | Path) -> tuple[list[str], list[list[str]]]:
                 "`user item1 item2 ...`"
             )
         if tokens[0] in seen:
+            layout = "pairs" if len(tokens) == 2 else "interactions"
             raise ValueError(
                 f"{path}:{lineno}: user {tokens[0]} already appeared on line {seen[tokens[0]]}; "
-                "put each user's whole sequence on one line"
+                "the sequences layout puts each user's whole sequence on one line. One "
+                f"interaction a line is the {layout} layout: pass --data.dataset {layout} "
+                "(or auto)"
             )
         seen[tokens[0]] = lineno
         users.append(tokens[0])
         seqs.append(tokens[1:])
-    if not users:
-        raise ValueError(f"{path} holds no sequences")
-    return users, seqs
 
 
 @dataclass
@@ -148,7 +235,9 @@ def _number(
 def read_interaction_file(
     path: str | Path, delimiter: str | None = None, columns: Sequence[str] | None = None
 ) -> Rows:
-    """Rows ``user, item, timestamp[, rating]`` from a CSV/TSV (``::`` for MovieLens 1M).
+    """Rows ``user, item, timestamp[, rating]`` from a CSV/TSV (``::`` for MovieLens 1M, runs
+    of spaces for a plain text file). Without ``delimiter``: by the suffix (.csv, .tsv), else
+    sniffed from the first line.
 
     A header naming the columns is used when present; otherwise ``columns`` gives the order.
     """
@@ -156,7 +245,8 @@ def read_interaction_file(
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; check --data.root / --data.path")
     if delimiter is None:
-        delimiter = "\t" if path.suffix in (".tsv", ".data") else ","
+        delimiter = {".tsv": "\t", ".data": "\t", ".csv": ","}.get(path.suffix)
+        delimiter = delimiter or _first_line_delimiter(path)
     order = list(columns or ("user", "item", "timestamp", "rating"))
     users: list[str] = []
     items: list[str] = []
@@ -164,15 +254,25 @@ def read_interaction_file(
     ratings: list[float] = []
     has_rating: bool | None = None
     with open(path, encoding="utf-8", newline="") as fh:
-        lines = (line.replace(delimiter, "\t") for line in fh) if len(delimiter) > 1 else fh
-        reader = csv_rows(lines, path, delimiter="\t" if len(delimiter) > 1 else delimiter)
+        lines: Iterable[str] = fh
+        if delimiter == " ":  # runs of spaces: read as tabs
+            lines = ("\t".join(line.split()) + "\n" for line in fh)
+        elif len(delimiter) > 1:  # csv takes one character: '::' becomes a tab
+            lines = (line.replace(delimiter, "\t") for line in fh)
+        reader = csv_rows(lines, path, delimiter="\t" if lines is not fh else delimiter)
         for lineno, row in enumerate(reader, 1):
             if not row or all(not c.strip() for c in row):
                 continue
             row = [c.strip() for c in row]
             if len(row) < 3:
+                hint = (
+                    "; `user item` a line is the pairs layout: pass --data.dataset pairs"
+                    if len(row) == 2
+                    else delimiter_hint(row, delimiter)
+                )
                 raise ValueError(
-                    f"{path}:{lineno}: {len(row)} column(s); expected user, item, timestamp[, rating]"
+                    f"{path}:{lineno}: {len(row)} column(s); expected user, item, timestamp[, "
+                    f"rating]{hint}"
                 )
             if lineno == 1 and not _looks_numeric(row[2] if len(row) > 2 else ""):
                 names = [c.lower() for c in row]
@@ -225,6 +325,55 @@ def read_interaction_file(
     )
 
 
+def _first_line_delimiter(path: Path) -> str:
+    """``,`` (also for an empty file), a tab, ``::`` or `` `` (runs of spaces), by the first
+    line."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        first = next((line for line in fh if line.strip()), "")
+    return _sniff_delimiter(first) or (" " if len(first.split()) > 1 else ",")
+
+
+def read_pair_file(path: str | Path) -> Rows:
+    """SASRec's layout: ``user item`` a line (spaces, tabs or commas), each user's lines in
+    time order; the line number is the timestamp. A header ``user item`` is allowed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; check --data.path")
+    users: list[str] = []
+    items: list[str] = []
+    delimiter: str | None = None
+    with open(path, encoding="utf-8") as fh:
+        try:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                if not users and delimiter is None:
+                    delimiter = _sniff_delimiter(line)
+                cells = _split_line(line.rstrip("\r\n"), delimiter)
+                if not users and [c.lower() for c in cells[:2]] in (
+                    [u, i] for u in _HEADER_NAMES["user"] for i in _HEADER_NAMES["item"]
+                ):
+                    continue
+                if len(cells) != 2 or not all(cells):
+                    raise ValueError(
+                        f"{path}:{lineno}: found {len(cells)} column(s) ({line.strip()[:40]!r}) "
+                        f"where --data.dataset pairs reads `user item`; pass the layout of the "
+                        f"file (or auto): {_accepted()}"
+                    )
+                users.append(cells[0])
+                items.append(cells[1])
+        except UnicodeDecodeError as exc:
+            raise not_utf8(path, exc) from None
+    if not users:
+        raise ValueError(f"{path} holds no interactions")
+    return Rows(
+        user=np.asarray(users, dtype=object),
+        item=np.asarray(items, dtype=object),
+        timestamp=np.arange(len(users), dtype=np.float64),  # file order is time order
+        rating=None,
+    )
+
+
 def _looks_numeric(value: str) -> bool:
     try:
         float(value)
@@ -265,6 +414,12 @@ def read_history_file(
         raise FileNotFoundError(f"{path} does not exist; check --data.predict_history")
     named: list[tuple[str, list[str], list[str]]] = []  # name, raw items, where each came from
     if path.suffix == ".json":
+        if path.stat().st_size > MAX_HISTORY_JSON_BYTES:
+            raise ValueError(
+                f"{path}: {path.stat().st_size >> 20} MiB, over the "
+                f"{MAX_HISTORY_JSON_BYTES >> 20} MiB a history file may hold; split it into "
+                "smaller files"
+            )
         try:
             obj = json.loads(read_text(path))
         except json.JSONDecodeError as exc:

