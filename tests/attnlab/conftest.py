@@ -48,11 +48,17 @@ def trained_run(
 
 
 @pytest.fixture
-def toy_module_cls(toy_env: dict[str, str]) -> Iterator[type]:
+def toy(toy_env: dict[str, str]) -> Iterator[Any]:
+    """The toy app's module (``tests/attnlab/toy/toy_app.py``), importable for one test."""
     sys.path.insert(0, str(TOY_DIR))
     try:
         import toy_app
 
-        yield toy_app.ToyModule
+        yield toy_app
     finally:
         sys.path.remove(str(TOY_DIR))
+
+
+@pytest.fixture
+def toy_module_cls(toy: Any) -> type:
+    return toy.ToyModule

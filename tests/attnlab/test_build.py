@@ -4,7 +4,6 @@ fields other tools read."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,19 +14,6 @@ from torch.utils.data import TensorDataset
 
 from attnlab import App
 from attnlab.data import AttnlabDataModule
-
-TOY_DIR = Path(__file__).parent / "toy"
-
-
-@pytest.fixture
-def toy(toy_env: dict[str, str]) -> Any:
-    sys.path.insert(0, str(TOY_DIR))
-    try:
-        import toy_app
-
-        yield toy_app
-    finally:
-        sys.path.remove(str(TOY_DIR))
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,6 @@ import attnlab.budget as budget_module
 from attnlab.budget import Budget, max_time_seconds
 from attnlab.checkpoint import load_checkpoint
 from attnlab.module import warmup_cosine
-
-TOY_DIR = Path(__file__).parent / "toy"
-
-
-@pytest.fixture
-def toy(toy_env: dict[str, str]) -> Any:
-    sys.path.insert(0, str(TOY_DIR))
-    try:
-        import toy_app
-
-        yield toy_app
-    finally:
-        sys.path.remove(str(TOY_DIR))
 
 
 class TickClock:
