@@ -183,13 +183,20 @@ def test_weights_only_checkpoint_cannot_resume(
 
 
 def _peak_rss_mb(argv: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
-    """Run the command's entry function in a fresh interpreter; its peak resident memory."""
+    """Run the command's entry function in a fresh interpreter; its peak resident memory.
+
+    Linux's VmHWM belongs to this interpreter's own memory map; ``ru_maxrss`` would not do: it
+    keeps the high-water mark of the (large) pytest worker the process was forked from."""
     probe = (
-        "import resource, sys\n"
+        "import re, resource, sys\n"
         "from attnlab.cli import main\n"
         "code = main(sys.argv[1:])\n"
-        "print(f'peak_rss_kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', "
-        "file=sys.stderr)\n"
+        "try:\n"
+        "    status = open('/proc/self/status').read()\n"
+        "    kb = int(re.search(r'VmHWM:\\s*(\\d+)', status).group(1))\n"
+        "except (OSError, AttributeError):\n"
+        "    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(f'peak_rss_kb={kb}', file=sys.stderr)\n"
         "sys.exit(code)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "ATTNLAB_DEBUG"}
