@@ -1,9 +1,13 @@
 """One uninterrupted reference run per app that the resume and DDP tests both compare against
-(each app's tests share an xdist group, so one worker trains it once)."""
+(each app's tests share an xdist group, so one worker trains it once), and a live command
+holding a run folder's lock (``lock_holder``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +30,35 @@ def reference_run(
         return done[app.command]
 
     return get
+
+
+# A process that takes a run folder's lock as `fit` does, says so, and keeps it until killed.
+_HOLD = """
+import sys, time
+from attnlab.run_lock import RunLock
+run = sys.argv[1]
+sys.argv = ["attnlab", "forecast", "fit", "--run_dir", run]
+RunLock(run).acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+@contextlib.contextmanager
+def _hold(run_dir: Path) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def lock_holder() -> Callable[[Path], contextlib.AbstractContextManager[subprocess.Popen[str]]]:
+    """``with lock_holder(run) as proc``: a live process (``proc.pid``) holds ``run``'s lock, as a
+    training `attnlab forecast fit --run_dir RUN` would; killed on leaving."""
+    return _hold

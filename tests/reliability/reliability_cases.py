@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,3 +85,35 @@ def epoch_rows(run_dir: Path) -> list[dict[str, str]]:
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def peak_rss_mb(argv: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run the command's entry function in a fresh interpreter; its peak resident memory.
+
+    Linux's VmHWM belongs to this interpreter's own memory map; ``ru_maxrss`` would not do: it
+    keeps the high-water mark of the (large) pytest worker the process was forked from."""
+    probe = (
+        "import re, resource, sys\n"
+        "from attnlab.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "try:\n"
+        "    status = open('/proc/self/status').read()\n"
+        "    kb = int(re.search(r'VmHWM:\\s*(\\d+)', status).group(1))\n"
+        "except (OSError, AttributeError):\n"
+        "    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(f'peak_rss_kb={kb}', file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ATTNLAB_DEBUG"}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    found = re.search(r"peak_rss_kb=(\d+)", proc.stderr)
+    assert found, proc.stderr[-3000:]
+    return proc, int(found.group(1)) / 1024

@@ -12,11 +12,7 @@ the memory and the cross-app cases run the real command in a subprocess.
 from __future__ import annotations
 
 import copy
-import os
-import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +22,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reliability_cases import peak_rss_mb
 
 from attnlab.cli import main
 
@@ -182,38 +179,6 @@ def test_weights_only_checkpoint_cannot_resume(
     assert "cannot resume training" in err[-1] and "'optimizer_states'" in err[-1]
 
 
-def _peak_rss_mb(argv: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
-    """Run the command's entry function in a fresh interpreter; its peak resident memory.
-
-    Linux's VmHWM belongs to this interpreter's own memory map; ``ru_maxrss`` would not do: it
-    keeps the high-water mark of the (large) pytest worker the process was forked from."""
-    probe = (
-        "import re, resource, sys\n"
-        "from attnlab.cli import main\n"
-        "code = main(sys.argv[1:])\n"
-        "try:\n"
-        "    status = open('/proc/self/status').read()\n"
-        "    kb = int(re.search(r'VmHWM:\\s*(\\d+)', status).group(1))\n"
-        "except (OSError, AttributeError):\n"
-        "    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(f'peak_rss_kb={kb}', file=sys.stderr)\n"
-        "sys.exit(code)\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "ATTNLAB_DEBUG"}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run(
-        [sys.executable, "-c", probe, *argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    found = re.search(r"peak_rss_kb=(\d+)", proc.stderr)
-    assert found, proc.stderr[-3000:]
-    return proc, int(found.group(1)) / 1024
-
-
 def test_huge_hyperparameters_are_refused_before_any_allocation(
     tiny_run: Path, tmp_path: Path
 ) -> None:
@@ -226,7 +191,7 @@ def test_huge_hyperparameters_are_refused_before_any_allocation(
     torch.save(ckpt, huge)
     for sub in ("validate", "export"):
         argv = _command(sub, huge, tiny_run, tmp_path, tiny=TINY_LOOPS)
-        proc, peak_mb = _peak_rss_mb(argv, tmp_path)
+        proc, peak_mb = peak_rss_mb(argv, tmp_path)
         print(f"{sub} of a {huge.stat().st_size / 1e6:.2f} MB checkpoint claiming dim 8192: "
               f"peak RSS {peak_mb:.0f} MB")  # fmt: skip
         err = proc.stderr.strip().splitlines()

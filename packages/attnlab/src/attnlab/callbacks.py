@@ -34,6 +34,7 @@ __all__ = [
     "NonFiniteLossGuard",
     "PlainProgress",
     "RunArtifacts",
+    "epoch_label",
     "forward_with_attention",
     "take_samples",
 ]
@@ -306,6 +307,14 @@ class NonFiniteLossGuard(pl.Callback):
             )
 
 
+def epoch_label(trainer: pl.Trainer) -> str:
+    """``epoch 3/9``: the epoch counted from 0 and the last one, as Lightning's bar writes it and
+    as metrics.csv, metrics.json (``best_epoch``), checkpoints and figure names count; ``epoch 3``
+    when no epoch limit is set (a budget or ``--trainer.max_time`` ends the run)."""
+    last = f"/{trainer.max_epochs - 1}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+    return f"epoch {trainer.current_epoch}{last}"
+
+
 class PlainProgress(pl.Callback):
     """One line per epoch (and per evaluation) for logs and pipes, where a live bar is noise."""
 
@@ -323,9 +332,8 @@ class PlainProgress(pl.Callback):
             for k, v in sorted(trainer.callback_metrics.items())
             if to_float(v) is not None and not k.endswith("_step")
         )
-        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
         print(
-            f"epoch {trainer.current_epoch + 1}/{total} step {trainer.global_step} "
+            f"{epoch_label(trainer)} step {trainer.global_step} "
             f"{metrics} ({time.perf_counter() - self._start:.1f}s)",
             flush=True,
         )

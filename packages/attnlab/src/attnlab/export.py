@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from .app import App
 from .checkpoint import check_checkpoint
+from .run_lock import lock_run_folder_of
 from .runs import atomic_write_bytes
 
 __all__ = [
@@ -249,14 +250,17 @@ def export_main(app: App, argv: list[str]) -> int:
     parser.add_argument("--atol", type=float, default=1e-4, help="parity tolerance")
     args = parser.parse_args(argv)
     ckpt = Path(args.ckpt)
-    check_checkpoint(ckpt, app.module, app.name)  # another app's, or a crafted one: one line
-    module = app.module.from_checkpoint(ckpt)  # type: ignore[attr-defined]
     suffix = ".onnx" if args.format == "onnx" else ".pt2"
     out = Path(args.out) if args.out else ckpt.with_suffix(suffix)
     if out.exists() or out.is_symlink():
         raise FileExistsError(f"{out} already exists; pass --out with a new file name")
-    inputs = tuple(module.example_inputs())
-    result = export_with_parity(module.export_model(), inputs, args.format, out, atol=args.atol)
+    # Into a run folder (by default, beside its checkpoint): not while a live command writes it.
+    with lock_run_folder_of(out, "export"):
+        check_checkpoint(ckpt, app.module, app.name)  # another app's, or a crafted one: one line
+        module = app.module.from_checkpoint(ckpt)  # type: ignore[attr-defined]
+        inputs = tuple(module.example_inputs())
+        model = module.export_model()
+        result = export_with_parity(model, inputs, args.format, out, atol=args.atol)
     shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
     print(
         f"exported {args.format} to {out}; inputs {shapes}; dynamic axes: "

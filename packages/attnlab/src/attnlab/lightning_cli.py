@@ -34,7 +34,8 @@ from .console import (
     quiet_lightning,
     unknown_option_message,
 )
-from .run_lock import RunLock, take_run_folder
+from .help_format import ListHelpFormatter
+from .run_lock import RunLock, join_run_folder, launch_id, take_run_folder
 from .runs import (
     atomic_write_text,
     check_run_dir_path,
@@ -72,6 +73,14 @@ def _refuse_untrained_fit(cfg: Any) -> None:
                 f"--trainer.{key} 0 trains nothing, and the run would report an untrained model; "
                 "give at least 1, or evaluate a checkpoint with validate or test"
             )
+
+
+def _launch_of(trainer: Any) -> str | None:
+    """The ``launch_id`` every rank of a distributed run shares (None for one process)."""
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    if trainer.world_size <= 1 or environment is None:
+        return None
+    return launch_id(environment.main_address, environment.main_port)
 
 
 def _budget_limits(cfg: Any) -> dict[str, float | None]:
@@ -138,6 +147,20 @@ class AttnlabCLI(LightningCLI):
         ):
             artifacts.setup(trainer, self.model, str(self.subcommand))
             artifacts.on_exception(trainer, self.model, exc)
+
+    def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
+        """Only the subcommand this command runs: LightningCLI builds one parser per subcommand
+        (Trainer, model and data signatures each time), a third of `fit --help`'s time for
+        parsers nobody reads. ``attnlab.cli`` has already refused any other first argument."""
+        every = LightningCLI.subcommands()
+        asked = self._raw_args[0] if self._raw_args else None
+        return {asked: every[asked]} if asked in every else every
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        """Every parser (the main one and the subcommand's) prints ``- `` lists in an option's
+        help one item a line (``attnlab.help_format``)."""
+        kwargs.setdefault("formatter_class", ListHelpFormatter)
+        return super().init_parser(**kwargs)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """LightningCLI's parsing; a bad option or value is one ``ValueError`` line naming the
@@ -382,14 +405,26 @@ class AttnlabCLI(LightningCLI):
             config["enable_model_summary"] = False  # one line instead of the table
             ours.append(ModelSize())
         trainer = super()._instantiate_trainer(config, [*callbacks, *ours])
+        if sub == "predict" and trainer.world_size > 1:
+            # Each process predicts its share of the inputs, and rank 0 writes the files.
+            raise ValueError(
+                f"predict in {trainer.world_size} processes would write rank 0's share of the "
+                "predictions only; run it in one process (--trainer.devices 1, without the ddp "
+                "preset)"
+            )
+        launch = _launch_of(trainer)
         if trainer.is_global_zero:
-            # Rank 0 only: DDP workers re-run this command into the folder rank 0 holds.
-            self.run_lock = take_run_folder(run_dir, sub, ckpt)
+            # Rank 0 locks the folder (recording its launch) and writes it.
+            self.run_lock = take_run_folder(run_dir, sub, ckpt, launch=launch)
             try:
                 self._write_config(run_dir, sub, fast)
             except BaseException:
                 self.run_lock.release()
                 raise
+        elif launch is not None:
+            # Every other rank re-runs this command: the same checks, read-only, so a refusal is
+            # the same line on every rank at once instead of ranks waiting for rank 0.
+            join_run_folder(run_dir, sub, ckpt, launch, trainer.global_rank)
         return trainer
 
     def _write_config(self, run_dir: Path, sub: str, fast: bool) -> None:

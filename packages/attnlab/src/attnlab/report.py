@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .run_lock import lock_run_folder_of
 from .runs import EpochTable, atomic_write_text, read_json
 
 __all__ = ["RunFiles", "build_report", "report_main"]
@@ -124,6 +125,8 @@ class RunFiles:
 
 
 def build_report(run_dir: Path, out: Path | None = None) -> Path:
+    """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``). Written into
+    a run folder, it holds the folder's lock: a live command there is a one-line refusal."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
@@ -133,6 +136,14 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
             f"{run_dir} is not an attnlab run folder (no manifest.json or config.yaml)"
         )
     files.skipped.clear()  # named once, when each file is read below
+    out = Path(out) if out else run_dir / "report.html"
+    with lock_run_folder_of(out, "report"):
+        atomic_write_text(out, _page(run_dir, files))
+    return out
+
+
+def _page(run_dir: Path, files: RunFiles) -> str:
+    """The report's HTML (read after the lock is taken: a dead run's manifest then says so)."""
     manifest = files.json("manifest.json")
     metrics = files.json("metrics.json")
     config = files.text("config.yaml")
@@ -174,9 +185,7 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
         for skipped in files.skipped:
             print(f"warning: report skipped {skipped}", file=sys.stderr)
     parts.append("</body></html>")
-    out = Path(out) if out else run_dir / "report.html"
-    atomic_write_text(out, "\n".join(parts))
-    return out
+    return "\n".join(parts)
 
 
 def report_main(argv: list[str]) -> int:

@@ -208,12 +208,15 @@ def build_atlas(
         raise ValueError(f"--samples must be at least 1, got {samples}")
     for run_dir in run_dirs:  # every folder checked before any model is loaded
         check_run_folder(Path(run_dir))
-    torch.manual_seed(0)
-    sections = [run_section(Path(d), samples, data_root) for d in run_dirs]
+    from ..run_lock import lock_run_folder_of
     from ..runs import atomic_write_text
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, render_page(sections))
+    # Into a run folder (by default, the first one): not while a live command writes it.
+    with lock_run_folder_of(out, "atlas"):
+        torch.manual_seed(0)
+        sections = [run_section(Path(d), samples, data_root) for d in run_dirs]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, render_page(sections))
     return out
 
 
