@@ -31,6 +31,14 @@ def _seed_everything() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _no_help_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--help` rendered by LightningCLI in every test and command the tests start (the help
+    cache off; tests/attnlab/test_help_cache.py turns it on in a folder of its own), so help
+    tests check the real rendering and nothing lands in the user's cache folder."""
+    monkeypatch.setenv("ATTNLAB_NO_HELP_CACHE", "1")
+
+
 class AttnlabCommand:
     """``python -m attnlab.cli ...`` run from ``cwd``: one thread (the CI cores are shared), a fixed
     hash seed, no ``ATTNLAB_DEBUG`` (so errors are the one-line kind users see), and ``env``

@@ -238,3 +238,16 @@ def test_nonfinite_loss_is_recorded_as_the_reason(attnlab, tmp_path: Path) -> No
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert manifest["stopped_by"] == "nonfinite_loss"
     assert manifest["train"]["steps"] >= 3
+
+
+def test_training_progress_follows_the_schedule_position(toy: Any) -> None:
+    module = toy.ToyModule()
+    module._trainer = SimpleNamespace(estimated_stepping_batches=200, global_step=50)
+    assert module.training_progress() == pytest.approx(0.25)
+    module.budget_fraction = 0.6  # the budget leads
+    assert module.training_progress() == pytest.approx(0.6)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=200, global_step=400)
+    assert module.training_progress() == 1.0  # never past the end
+    module._trainer = SimpleNamespace(estimated_stepping_batches=math.inf, global_step=10**6)
+    module.budget_fraction = 0.3  # only the budget ends the run: steps say nothing
+    assert module.training_progress() == pytest.approx(0.3)

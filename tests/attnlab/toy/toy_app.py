@@ -132,6 +132,7 @@ app = App(
     monitor="val/acc",
     mode="max",
     headline="test/acc",
+    demo_also=("test/loss",),
     draw=draw,
     atlas=atlas,
     description="tiny attention classifier on generated data (tests only)",

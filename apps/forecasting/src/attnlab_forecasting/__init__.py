@@ -24,6 +24,7 @@ app = App(
     monitor="val/mse",
     mode="min",
     headline="test/mse",
+    demo_also=("test/noise_floor",),
     draw="attnlab_forecasting.draw:draw",
     atlas="attnlab_forecasting.draw:atlas",
     description="multivariate time-series forecasting (PatchTST, iTransformer, Transformer, DLinear)",

@@ -19,6 +19,7 @@ app = App(
     monitor="val/ndcg@10",
     mode="max",
     headline="test/ndcg@10",
+    demo_also=("test/oracle_ndcg@10",),
     draw="attnlab_recommender.draw:draw",
     atlas="attnlab_recommender.draw:atlas",
     description="sequential recommendation: SASRec / BERT4Rec, full-ranking HR@k, NDCG@k, MRR",

@@ -142,7 +142,9 @@ class App:
     """An app as the `attnlab` command sees it.
 
     ``monitor``/``mode`` choose the best checkpoint; ``headline`` is the metric the demo table
-    shows (a test metric when the data has a test split). ``draw`` turns captured attention into
+    shows (a test metric when the data has a test split), ``demo_also`` the other metrics of
+    the same test line it shows beside it (a reference such as a noise floor, or what the
+    headline does not say). ``draw`` turns captured attention into
     named matplotlib figures; the layer saves them and logs them to TensorBoard. ``atlas`` turns
     the same capture into interactive panels (``attnlab.atlas``) for `attnlab atlas`.
     ``module``, ``datamodule``, ``draw`` and ``atlas`` may be ``"package.module:Name"`` strings,
@@ -156,6 +158,7 @@ class App:
     monitor: str = "val/loss"
     mode: str = "min"
     headline: str = "test/loss"
+    demo_also: tuple[str, ...] = ()
     draw: DrawFn | None = None
     atlas: AtlasFn | None = None
     description: str = ""

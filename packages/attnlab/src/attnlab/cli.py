@@ -13,6 +13,8 @@
 shared trainer presets (``--config quick --config gpu``). ``fit --budget.cpu_s S`` /
 ``--budget.wall_s S`` (or a config's ``budget:`` block) end the run at that many CPU / wall
 seconds (``attnlab.budget``). ``--verbose`` adds Lightning's own log lines and model summary.
+Their ``--help`` is rendered once and then printed from a cache without importing torch
+(``attnlab.help_cache``; ``ATTNLAB_NO_HELP_CACHE=1`` turns it off).
 The parser and the run folder live in ``attnlab.lightning_cli``.
 """
 
@@ -153,6 +155,15 @@ def _run_app(app: App, argv: list[str]) -> int:
     sys.argv = [sys.argv[0], app.name, sub, *rest]
     args = [sub, *rest]
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+    if asks_help:
+        from .help_cache import print_help_cached, wants_cached_help
+
+        if wants_cached_help(rest):
+            # Printed from the cache without importing torch when rendered before.
+            print_help_cached(
+                app, [app.name, *argv], args, lambda: AttnlabCLI(app, args, verbose=verbose)
+            )
+            return 0
     AttnlabCLI(app, args, verbose=verbose)
     return 0
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 __all__ = [
     "AttnlabDataModule",
@@ -136,11 +136,16 @@ class AttnlabDataModule(pl.LightningDataModule):
             self._shuffle_generator().set_state(state_dict["train_order"])
 
     def _loader(
-        self, dataset: Dataset[Any] | None, stage: str, shuffle: bool = False
+        self,
+        dataset: Dataset[Any] | None,
+        stage: str,
+        shuffle: bool = False,
+        sampler: Sampler[int] | None = None,
     ) -> DataLoader[Any]:
+        """The stage's loader; ``sampler`` replaces the shuffled order (e.g. a curriculum)."""
         if dataset is None:
             raise ValueError(f"{type(self).__name__} has no {stage} data; check its setup()")
-        generator = self._shuffle_generator() if shuffle else None
+        generator = self._shuffle_generator() if shuffle and sampler is None else None
         eval_batch_size = getattr(self, "eval_batch_size", None)
         batch_size = (
             self.batch_size if stage == "train" or eval_batch_size is None else eval_batch_size
@@ -148,7 +153,8 @@ class AttnlabDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=self.collate_fn,
             generator=generator,

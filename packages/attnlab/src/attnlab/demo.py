@@ -51,13 +51,26 @@ def demo_main(argv: list[str]) -> int:
         metrics_path = run_dir / "metrics.json"
         if code != 0 or not metrics_path.exists():
             failed += 1
-            rows.append((name, app.headline, "failed", f"{seconds:.0f}s", str(run_dir)))
+            rows.append((name, app.headline, "failed", f"{seconds:.0f}s", "", str(run_dir)))
             continue
-        headline = read_json(metrics_path).get("headline") or {}
-        value = headline.get("value")
-        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-        rows.append((name, str(headline.get("metric")), shown, f"{seconds:.0f}s", str(run_dir)))
-    header = ("app", "headline metric", "value", "time", "run folder")
+        metrics = read_json(metrics_path)
+        headline = metrics.get("headline") or {}
+        also = ", ".join(
+            f"{key} {_shown(metrics.get('test', {}).get(key))}"
+            for key in app.demo_also
+            if key in metrics.get("test", {})
+        )
+        rows.append(
+            (
+                name,
+                str(headline.get("metric")),
+                _shown(headline.get("value")),
+                f"{seconds:.0f}s",
+                also,
+                str(run_dir),
+            )
+        )
+    header = ("app", "headline metric", "value", "time", "same test line", "run folder")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
     print()
@@ -66,3 +79,7 @@ def demo_main(argv: list[str]) -> int:
     for row in rows:
         print(line.format(*row))
     return 1 if failed else 0
+
+
+def _shown(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -141,25 +141,40 @@ class AttnlabModule(pl.LightningModule):
         alone. Without a budget this is exactly ``warmup_cosine(step, total, warmup, min_ratio)``.
         An app with its own ``LambdaLR`` can pass it this multiplier to get the same behaviour.
         """
-        estimated = float(self.trainer.estimated_stepping_batches)
-        total = max(1, int(estimated)) if math.isfinite(estimated) else None
-        if total is None:
-            total = BUDGET_SCHEDULE_STEPS
-            warmup = int(warmup_fraction * total)
-
-            def by_budget(step: int) -> float:
-                at = (self.budget_fraction or 0.0) * total
-                return warmup_cosine(at, total, warmup, min_ratio)
-
-            return by_budget
+        total, by_steps = self._planned_steps()
         warmup = int(warmup_fraction * total)
 
-        def by_steps(step: int) -> float:
-            fraction = self.budget_fraction
-            at = step if fraction is None else max(step, fraction * total)
+        def multiplier(step: int) -> float:
+            at = self._schedule_position(step, total, by_steps)
             return warmup_cosine(at, total, warmup, min_ratio)
 
-        return by_steps
+        return multiplier
+
+    def _planned_steps(self) -> tuple[int, bool]:
+        """The optimizer steps the run plans, and whether steps bound it at all (if not, the
+        count is a stand-in and only a time limit ends the run)."""
+        estimated = float(self.trainer.estimated_stepping_batches)
+        if math.isfinite(estimated):
+            return max(1, int(estimated)), True
+        return BUDGET_SCHEDULE_STEPS, False
+
+    def _schedule_position(self, step: int, total: int, by_steps: bool) -> float:
+        """Where the run stands, in steps of a ``total``-step plan: ``step``, or the share of the
+        time limit used times ``total`` when that is further (or when only time ends the run)."""
+        fraction = self.budget_fraction
+        if not by_steps:
+            return (fraction or 0.0) * total
+        return step if fraction is None else max(step, fraction * total)
+
+    def training_progress(self) -> float:
+        """How far training is through its plan, from 0 to 1: the larger of the optimizer steps
+        so far over the planned steps and the share of the time limit used (that share alone
+        when only a time limit ends the run). The learning-rate schedule follows the same
+        position, and so can anything planned over the run (a last phase of another loss, as
+        the captioner's self-critical training)."""
+        total, by_steps = self._planned_steps()
+        at = self._schedule_position(self.trainer.global_step, total, by_steps)
+        return min(1.0, at / total)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_extras(self) -> dict[str, Any]:
