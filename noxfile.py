@@ -71,7 +71,8 @@ def bench(session: nox.Session) -> None:
     come from ATTNLAB_DATA_DIR; each benchmark is a list of `attnlab` commands in
     benchmarks/<name>.py.
     """
-    _install_project(session, "timm")  # matplotlib (matrix.png) comes with attnlab
+    # matplotlib (matrix.png) comes with attnlab; pycocoevalcap brings METEOR's jar (java needed)
+    _install_project(session, "timm", "pycocoevalcap")
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

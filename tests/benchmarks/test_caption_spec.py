@@ -23,8 +23,10 @@ def test_full_runs_are_the_shipped_configs_with_a_decoder_and_a_budget() -> None
 
     runs = caption.BENCHMARK.planned("full")
     assert [r.name for r in runs] == [
-        f"{d}-{m}" for d in ("digits", "flickr8k") for m in caption.DECODERS
+        *(f"{d}-{m}" for d in ("digits", "flickr8k") for m in caption.DECODERS),
+        "flickr8k-lstm_attention-scst",
     ]
+    assert f"--model.scst_fraction={caption.SCST_FRACTION}" in runs[-1].overrides
     configs = {p.stem for p in get_app("caption").configs()}
     for run in runs:
         assert run.app == "caption" and set(run.configs) <= configs

@@ -6,8 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from attnlab_captioning import app
 
 from .test_cli import SMALL
+
+QUICK_SIZE = yaml.safe_load((app.config_dir / "quick.yaml").read_text())["data"]["image_size"]
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +24,7 @@ def test_panels_show_one_view_per_word(page: tuple[Path, dict[str, Any]]) -> Non
     assert run["app"] == "caption" and len(run["panels"]) == 2
     for panel in run["panels"]:
         assert panel["kind"] == "overlay" and panel["selectors"] == ["word"]
-        assert (panel["height"], panel["width"]) == (64, 64)
+        assert (panel["height"], panel["width"]) == (QUICK_SIZE, QUICK_SIZE)
         words = panel["title"].split() if panel["title"] != "(empty caption)" else []
         keys = [v["key"][0] for v in panel["views"]]
         expected = [f"{t + 1}: {w}" for t, w in enumerate([*words, "<eos>"])]

@@ -117,7 +117,7 @@ def test_vit_encoder_takes_the_backend(tmp_path: Path) -> None:
     assert _fit(tmp_path / "lin", *args, decoder="lstm_attention") == 0
 
 
-@pytest.mark.parametrize("decoder", ["lstm_attention", "lstm_pooled"])
+@pytest.mark.parametrize("decoder", ["lstm_attention", "lstm_hard_attention", "lstm_pooled"])
 def test_lstm_decoders_warn_that_the_setting_does_not_reach_them(decoder: str) -> None:
     with pytest.warns(UserWarning, match="transformer decoder") as record:
         CaptionModule(decoder=decoder, attention=AttentionConfig(backend="math", pos="rope"))

@@ -97,7 +97,9 @@ def _model(decoder: str, attention: AttentionConfig | None = None) -> nn.Module:
     return build_captioner(cfg, vocab_size=9).eval()
 
 
-@pytest.mark.parametrize("decoder", ["lstm_attention", "transformer", "lstm_pooled"])
+@pytest.mark.parametrize(
+    "decoder", ["lstm_attention", "lstm_hard_attention", "transformer", "lstm_pooled"]
+)
 def test_beam_one_equals_greedy(decoder: str) -> None:
     model = _model(decoder)
     feats, _ = model.encode(torch.randn(4, 3, 32, 32))
@@ -150,7 +152,7 @@ def test_transformer_kv_cache_parity(beam_size: int, setting: str) -> None:
     torch.testing.assert_close(cached.attention, full.attention, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("decoder", ["lstm_attention", "transformer"])
+@pytest.mark.parametrize("decoder", ["lstm_attention", "lstm_hard_attention", "transformer"])
 def test_batched_beam_equals_one_image_at_a_time(decoder: str) -> None:
     model = _model(decoder)
     feats, _ = model.encode(torch.randn(3, 3, 32, 32))

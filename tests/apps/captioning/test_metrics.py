@@ -1,12 +1,15 @@
-"""BLEU and CIDEr-D against values worked out by hand, and attention localization."""
+"""BLEU and CIDEr-D against values worked out by hand, attention localization, and METEOR
+(optional: pycocoevalcap and java) against the COCO caption evaluation."""
 
 from __future__ import annotations
 
 import math
+import shutil
+import sys
 
 import pytest
 import torch
-from attnlab_captioning.metrics import cider_d, corpus_bleu, localization_hits
+from attnlab_captioning.metrics import cider_d, corpus_bleu, localization_hits, meteor
 
 LN2 = math.log(2.0)
 
@@ -75,3 +78,32 @@ def test_localization_hits_peak_inside_box() -> None:
     assert localization_hits(["a", "3", "7"], attention, (8, 8), (64, 64), boxes) == (1, 2)
     # a digit not in the scene counts as a miss
     assert localization_hits(["5"], attention[1:], (8, 8), (64, 64), boxes) == (0, 1)
+
+
+METEOR_PREDS = ["a dog running on grass", "a 3 above a 5"]
+METEOR_REFS = [["a dog runs on the grass", "the dog is running"], ["a 3 above a 5"]]
+
+
+def test_meteor_is_none_without_pycocoevalcap_or_java(monkeypatch: pytest.MonkeyPatch) -> None:
+    """METEOR is optional: without the package (or without java) there is no score, and
+    nothing is downloaded to get one."""
+    monkeypatch.setitem(sys.modules, "pycocoevalcap.meteor.meteor", None)  # import fails
+    assert meteor(METEOR_PREDS, METEOR_REFS) is None
+    monkeypatch.undo()
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert meteor(METEOR_PREDS, METEOR_REFS) is None
+
+
+@pytest.mark.slow
+def test_meteor_equals_the_coco_caption_evaluation() -> None:
+    """Where pycocoevalcap and java are installed: the same corpus score as the COCO caption
+    evaluation's own wrapper, 1 for a caption equal to its reference."""
+    coco = pytest.importorskip("pycocoevalcap.meteor.meteor")
+    if shutil.which("java") is None:
+        pytest.skip("METEOR needs java")
+    score = meteor(METEOR_PREDS, METEOR_REFS)
+    reference, _ = coco.Meteor().compute_score(
+        dict(enumerate(METEOR_REFS)), {i: [p] for i, p in enumerate(METEOR_PREDS)}
+    )
+    assert score == pytest.approx(reference) and 0.3 < score < 1.0
+    assert meteor(["a 3 above a 5"], [["a 3 above a 5"]]) == pytest.approx(1.0)

@@ -45,12 +45,15 @@ def test_shapes_and_gradients(encoder: str, decoder: str) -> None:
     features, grid = model.encode(images)
     n = grid[0] * grid[1]
     assert features.shape[:2] == (2, n)
-    if decoder == "lstm_attention":
+    if decoder in ("lstm_attention", "lstm_hard_attention"):
         assert alphas is not None and alphas.shape == (2, 5, n)
         torch.testing.assert_close(alphas.sum(-1), torch.ones(2, 5))
         logits = logits + alphas.sum()  # the regularizer's path
     else:
         assert alphas is None
+    if decoder == "lstm_hard_attention":  # sampled reads reach the attention by REINFORCE only
+        trace = model.decoder.trace(features, tokens)
+        logits = logits + model.decoder.reinforce(trace, tokens, -100, 1.0, 1.0).loss
     logits.sum().backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None]
     assert not missing, missing

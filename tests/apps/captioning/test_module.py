@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from attnlab_captioning.data import CaptionData, collate
-from attnlab_captioning.module import CaptionModule
+from attnlab_captioning.module import CaptionModule, doubly_stochastic_penalty
+from attnlab_captioning.vocab import Vocab
+from torch import Tensor, nn
 
 from attnlab.export import export_model
 
@@ -42,7 +44,7 @@ def scenes() -> CaptionData:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("decoder", ["lstm_attention", "transformer"])
+@pytest.mark.parametrize("decoder", ["lstm_attention", "lstm_hard_attention", "transformer"])
 def test_tiny_overfit_captions_a_handful_of_images_exactly(
     decoder: str, scenes: CaptionData
 ) -> None:
@@ -56,7 +58,7 @@ def test_tiny_overfit_captions_a_handful_of_images_exactly(
     beam: list[str] = []
     for step in range(1, 401):
         module.train()
-        loss, _ = module._loss(batch)
+        loss = module._loss(batch)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -93,7 +95,7 @@ def test_no_vocabulary_is_a_clear_error() -> None:
         CaptionModule().caption(torch.zeros(1, 3, 64, 64))
 
 
-@pytest.mark.parametrize("decoder", ["lstm_attention", "transformer"])
+@pytest.mark.parametrize("decoder", ["lstm_attention", "lstm_hard_attention", "transformer"])
 def test_export_parity_torch_export(decoder: str, scenes: CaptionData, tmp_path: Path) -> None:
     module = _module(decoder, scenes).eval()
     inputs = module.example_inputs()
@@ -121,3 +123,77 @@ def test_embed_dim_is_the_old_name_of_word_dim() -> None:
     assert old.config.word_dim == 24 and old.hparams["word_dim"] == 24
     assert "embed_dim" not in old.hparams
     assert CaptionModule(word_dim=24).config == old.config
+
+
+# A hand-worked doubly stochastic penalty on a 2x2 grid (N = 4), two captions, three steps.
+# Caption "a 1": 3 real steps (a, 1, <eos>); caption "a": 2 real steps (a, <eos>) and a pad.
+HAND_ALPHAS = torch.tensor(
+    [
+        [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]],
+        [[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]],  # last: padding
+    ]
+)  # (B=2, T=3, N=4)
+HAND_REAL = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])  # (B, T)
+# Caption 1: sum_t alpha = (1, 1, .5, .5) -> (1-1)^2 + (1-1)^2 + .5^2 + .5^2 = 0.5.
+# Caption 2, real steps only: (2, 0, 0, 0) -> 1 + 1 + 1 + 1 = 4 (with the pad step counted it
+# would be (2, 1, 0, 0) -> 3). Summed over locations per caption, averaged over the batch:
+# (0.5 + 4) / 2 = 2.25. (Averaged over locations as well, as before: 4.5 / 8 = 0.5625.)
+HAND_PENALTY = 2.25
+
+
+def test_doubly_stochastic_penalty_sums_over_locations_and_skips_padding() -> None:
+    value = doubly_stochastic_penalty(HAND_ALPHAS, HAND_REAL)
+    assert value.item() == pytest.approx(HAND_PENALTY)
+
+
+class _FixedOutputs(nn.Module):
+    """A captioner whose teacher-forced pass returns given logits and attention."""
+
+    def __init__(self, logits: Tensor, alphas: Tensor):
+        super().__init__()
+        self.decoder = nn.Identity()
+        self.logits, self.alphas = logits, alphas
+
+    def forward(self, images: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        assert tokens.shape == self.logits.shape[:2]
+        return self.logits, self.alphas
+
+
+def test_training_loss_adds_alpha_c_times_the_per_caption_penalty() -> None:
+    """The module's loss is xent + alpha_c * sum_i (1 - sum_t alpha_ti)^2, averaged over the
+    captions, with the caption's padding (from its own tokens) left out."""
+    vocab = Vocab(["a", "1"])
+    module = CaptionModule(alpha_c=0.1)
+    module.vocab = vocab
+    logits = torch.zeros(2, 3, len(vocab))  # uniform words: xent = log V
+    module.model = _FixedOutputs(logits, HAND_ALPHAS)  # type: ignore[assignment]
+    batch = {"caption": ["a 1", "a"], "image": torch.zeros(2, 3, 8, 8)}
+    module.train()
+    losses = module._loss(batch)
+    assert losses["xent"].item() == pytest.approx(torch.log(torch.tensor(len(vocab))).item())
+    assert (losses["loss"] - losses["xent"]).item() == pytest.approx(0.1 * HAND_PENALTY)
+    assert losses["coverage_penalty"].item() == pytest.approx(HAND_PENALTY)
+
+
+def test_meteor_joins_the_metrics_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test metrics add METEOR where it can be computed (the optional pycocoevalcap and
+    java); validation, every epoch, does not start the JVM."""
+    import attnlab_captioning.module as module_file
+
+    calls: list[tuple[list[str], list[list[str]]]] = []
+
+    def fake_meteor(preds: list[str], refs: list[list[str]]) -> float:
+        calls.append((list(preds), [list(r) for r in refs]))
+        return 0.25
+
+    monkeypatch.setattr(module_file, "meteor", fake_meteor)
+    module = CaptionModule()
+    row = {"pred": ["a", "1"], "refs": [["a", "1"], ["a", "2"]]}
+    module._outputs = [dict(row)]
+    assert "meteor" not in module.compute_metrics() and not calls
+    module._outputs = [dict(row)]
+    assert module.compute_metrics(with_meteor=True)["meteor"] == 0.25
+    assert calls == [(["a 1"], [["a 1", "a 2"]])]
+    monkeypatch.setattr(module_file, "meteor", lambda preds, refs: None)  # not installed
+    module._outputs = [dict(row)]
+    assert "meteor" not in module.compute_metrics(with_meteor=True)

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from attnlab.data import AttnlabDataModule, csv_rows, delimiter_hint, read_text
 from attnlab.datasets import data_root
 
+from .curriculum import CurriculumSampler
 from .vocab import Vocab, normalize_caption
 
 __all__ = [
@@ -106,12 +107,13 @@ def digit_scene(
     labels: np.ndarray,
     canvas: int = 64,
     scale: int = 2,
+    max_digits: int = MAX_DIGITS,
 ) -> ImageRecord:
-    """A canvas with 1 to 4 non-overlapping upscaled digit glyphs at random positions."""
+    """A canvas with 1 to ``max_digits`` non-overlapping upscaled digit glyphs at random positions."""
     size = 8 * scale
     image = np.zeros((canvas, canvas), dtype=np.float32)
     boxes: list[tuple[int, int, int, int, int]] = []
-    for _ in range(int(rng.integers(1, MAX_DIGITS + 1))):
+    for _ in range(int(rng.integers(1, max_digits + 1))):
         for _attempt in range(100):
             x, y = (int(v) for v in rng.integers(0, canvas - size + 1, size=2))
             if all(
@@ -128,7 +130,9 @@ def digit_scene(
     return ImageRecord(name="", captions=[scene_caption(boxes)], image=image, boxes=boxes)
 
 
-def make_digit_scenes(n: int, split: str, seed: int, canvas: int = 64) -> list[ImageRecord]:
+def make_digit_scenes(
+    n: int, split: str, seed: int, canvas: int = 64, max_digits: int = MAX_DIGITS
+) -> list[ImageRecord]:
     """``n`` scenes of ``split``; each split draws its glyphs from its own third of sklearn's digits."""
     from sklearn.datasets import load_digits
 
@@ -140,7 +144,7 @@ def make_digit_scenes(n: int, split: str, seed: int, canvas: int = 64) -> list[I
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     records = []
     for i in range(n):
-        rec = digit_scene(rng, glyphs, digits.target[idx], canvas)
+        rec = digit_scene(rng, glyphs, digits.target[idx], canvas, max(1, canvas // 32), max_digits)
         rec.name = f"{split}_{i:05d}"
         records.append(rec)
     return records
@@ -431,15 +435,20 @@ class CaptionData(AttnlabDataModule):
     (``dataset_<name>.json``) or, for Flickr8k, the ``captions.txt`` layout.
 
     Args:
-        dataset: digit_scenes = generated digit pictures with captions (offline); flickr8k,
-            flickr30k, coco = a folder (--data.root or $ATTNLAB_DATA_DIR/<dataset>) holding
-            dataset_<dataset>.json (Karpathy's layout: images with filename, split, sentences)
-            and the images under --data.image_dir; flickr8k also reads captions.txt
-            (`image,caption` lines) with Flickr_8k.{train,dev,test}Images.txt. Your own
-            captions: either layout, with any of these names.
+        dataset: where the captions come from (your own captions: either layout of the second
+            item, with any of its names):
+            - digit_scenes = generated digit pictures with captions (offline).
+            - flickr8k, flickr30k, coco = a folder (--data.root or $ATTNLAB_DATA_DIR/<dataset>)
+              holding dataset_<dataset>.json (Karpathy's layout: images with filename, split,
+              sentences) and the images under --data.image_dir; flickr8k also reads
+              captions.txt (`image,caption` lines) with Flickr_8k.{train,dev,test}Images.txt.
         root: the folder holding the caption file and the image folder.
         image_dir: the image folder inside root (default images).
         allow_missing_images: drop captions whose image file is missing instead of stopping.
+        max_digits: digit scenes hold 1 to max_digits glyphs (at most 4).
+        curriculum_epochs: digit scenes: train the first epochs on the scenes with fewest
+            glyphs, adding scenes with one more glyph every curriculum_epochs / max_digits
+            epochs (0: no curriculum). See curriculum.py for why.
         predict_images: a glob of images to caption with `predict`.
     """
 
@@ -459,6 +468,8 @@ class CaptionData(AttnlabDataModule):
         n_train: int = 2000,
         n_val: int = 200,
         n_test: int = 200,
+        max_digits: int = MAX_DIGITS,
+        curriculum_epochs: int = 0,
         limit_images: int | None = None,
         cache_images: bool = True,
         predict_images: str | None = None,
@@ -481,6 +492,17 @@ class CaptionData(AttnlabDataModule):
         self.allow_missing_images = allow_missing_images
         self.image_dir = image_dir
         self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
+        if not 1 <= max_digits <= MAX_DIGITS:
+            raise ValueError(f"--data.max_digits must be 1..{MAX_DIGITS}, got {max_digits}")
+        self.max_digits = max_digits
+        if curriculum_epochs and dataset != "digit_scenes":
+            raise ValueError(
+                f"--data.curriculum_epochs orders digit scenes by glyph count; {dataset} has no "
+                "such levels: leave it at 0"
+            )
+        if curriculum_epochs < 0:
+            raise ValueError(f"--data.curriculum_epochs must be >= 0, got {curriculum_epochs}")
+        self.curriculum_epochs = curriculum_epochs
         self.limit_images = limit_images
         self.cache_images = cache_images
         self.predict_images = predict_images
@@ -501,9 +523,15 @@ class CaptionData(AttnlabDataModule):
             return self._records
         if self.dataset == "digit_scenes":
             records = {
-                "train": make_digit_scenes(self.n_train, "train", self.seed, self.image_size),
-                "val": make_digit_scenes(self.n_val, "val", self.seed, self.image_size),
-                "test": make_digit_scenes(self.n_test, "test", self.seed, self.image_size),
+                "train": make_digit_scenes(
+                    self.n_train, "train", self.seed, self.image_size, self.max_digits
+                ),
+                "val": make_digit_scenes(
+                    self.n_val, "val", self.seed, self.image_size, self.max_digits
+                ),
+                "test": make_digit_scenes(
+                    self.n_test, "test", self.seed, self.image_size, self.max_digits
+                ),
             }
             self.read_stats = {"dataset": "digit_scenes"}
         else:
@@ -571,3 +599,11 @@ class CaptionData(AttnlabDataModule):
         self.test_set = CaptionDataset(
             records["test"], self.image_size, norm, False, self.cache_images
         )
+
+    def train_dataloader(self) -> Any:
+        if not self.curriculum_epochs:
+            return super().train_dataloader()
+        assert isinstance(self.train_set, CaptionDataset)
+        levels = [len(rec.boxes) for rec in self.train_set.records]  # glyphs per scene
+        sampler = CurriculumSampler(levels, self.curriculum_epochs, self._shuffle_generator())
+        return self._loader(self.train_set, "train", sampler=sampler)

@@ -66,6 +66,12 @@ class LSTMDecoder(nn.Module):
             AdditiveAttention(hidden_dim, feature_dim, attention_dim) if attend else None
         )
         self.gate = nn.Linear(hidden_dim, feature_dim) if attend else None  # f_beta
+        if self.gate is not None:
+            # The gate starts open (beta ~ 0.95). Half-open, it was the first thing the
+            # language model learned to shut while the image was still noise to it, and a shut
+            # gate passes the encoder almost no gradient (digit scenes: word accuracy at chance
+            # for 1,000 steps with the default init, learned within 300 with this one).
+            nn.init.constant_(self.gate.bias, 3.0)
         self.init_h = nn.Linear(feature_dim, hidden_dim)
         self.init_c = nn.Linear(feature_dim, hidden_dim)
         self.cell = nn.LSTMCell(embed_dim + feature_dim, hidden_dim)
@@ -89,17 +95,30 @@ class LSTMDecoder(nn.Module):
         self, tokens: Tensor, state: State, need_attention: bool = True
     ) -> tuple[Tensor, Tensor | None, State]:
         """tokens (B,) -> logits (B, V), attention (B, N) or None, the next state."""
-        h, c = state["h"], state["c"]
-        if self.attention is not None and self.gate is not None:
-            context, alpha = self.attention(h, state["features"], projected_keys=state["keys"])
-            context = torch.sigmoid(self.gate(h)) * context  # (B, D), gated
-        else:
-            context, alpha = state["mean"], None
+        context, alpha = self.read(state)
+        logits, state = self.advance(tokens, context, state)
+        return logits, alpha, state
+
+    def read(self, state: State) -> tuple[Tensor, Tensor | None]:
+        """The gated context (B, D) this step reads from the grid and its weights (B, N)."""
+        if self.attention is None:
+            return state["mean"], None
+        h = state["h"]
+        context, alpha = self.attention(h, state["features"], projected_keys=state["keys"])
+        return self.gated(h, context), alpha
+
+    def gated(self, h: Tensor, context: Tensor) -> Tensor:
+        """The paper's gating scalar beta = sigmoid(f_beta(h)) on the context (§4.2.1)."""
+        assert self.gate is not None
+        return torch.sigmoid(self.gate(h)) * context  # (B, D)
+
+    def advance(self, tokens: Tensor, context: Tensor, state: State) -> tuple[Tensor, State]:
+        """One LSTM step from the previous words (B,) and the context (B, D): logits (B, V)."""
         embedded = self.embed(tokens)  # (B, E)
-        h, c = self.cell(torch.cat([embedded, context], dim=-1), (h, c))
+        h, c = self.cell(torch.cat([embedded, context], dim=-1), (state["h"], state["c"]))
         deep = embedded + self.out_h(h) + self.out_z(context)  # (B, E), deep output layer
         logits = self.head(self.dropout(deep))  # (B, V)
-        return logits, alpha, {**state, "h": h, "c": c}
+        return logits, {**state, "h": h, "c": c}
 
     def reorder(self, state: State, index: Tensor) -> State:
         return {k: v.index_select(0, index) for k, v in state.items()}

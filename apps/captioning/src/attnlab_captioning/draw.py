@@ -1,4 +1,8 @@
-"""Word-by-word attention figures: each generated word over the image with its attention map."""
+"""Word-by-word attention figures: each generated word over the image with its attention map.
+
+Hard attention (``lstm_hard_attention``) reads one location per word: its map is one-hot, drawn
+as a box around that grid cell, so the figure shows exactly where each word was read.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from torch import Tensor
 
 from attnlab import FigureContext
@@ -33,9 +38,11 @@ def denormalize(
 
 def word_attention_figure(
     samples: Sequence[tuple[np.ndarray, Sequence[str], Tensor | None, tuple[int, int], str]],
+    hard: bool = False,
 ) -> Figure:
     """One row per sample: the image, then one panel per generated word (and ``<eos>``) with the
-    attention map of the step that produced it stretched over the image."""
+    attention map of the step that produced it stretched over the image (``hard``: a box around
+    the one location read)."""
     cols = 1 + min(MAX_WORDS, max(len(words) + 1 for _, words, _, _, _ in samples))
     fig, axes = plt.subplots(
         len(samples), cols, figsize=(1.6 * cols, 1.8 * len(samples)), squeeze=False
@@ -55,7 +62,15 @@ def word_attention_figure(
             ax = axes[row, t + 1]
             heat = attention[t].detach().float().cpu().numpy().reshape(grid)  # (gh, gw)
             ax.imshow(image, extent=(0, w, h, 0))
-            ax.imshow(heat, cmap="jet", alpha=0.5, extent=(0, w, h, 0), interpolation="bilinear")
+            if hard:
+                row_i, col_i = np.unravel_index(int(heat.argmax()), heat.shape)
+                cell_h, cell_w = h / grid[0], w / grid[1]
+                box = (col_i * cell_w, row_i * cell_h)
+                ax.add_patch(Rectangle(box, cell_w, cell_h, fill=False, color="yellow", lw=2))
+            else:
+                ax.imshow(
+                    heat, cmap="jet", alpha=0.5, extent=(0, w, h, 0), interpolation="bilinear"
+                )
             ax.set_title(word, fontsize=8)
     fig.tight_layout()
     return fig
@@ -75,13 +90,14 @@ def draw(ctx: FigureContext) -> list[tuple[str, Figure]]:
         )
         for i in range(min(4, images.shape[0]))
     ]
-    return [("caption_attention", word_attention_figure(samples))]
+    return [("caption_attention", word_attention_figure(samples, hard=bool(out.get("hard"))))]
 
 
 def atlas(ctx: FigureContext) -> list[Panel]:
     """Per image: the generated caption, and for each word the attention over the encoder's grid
     at the step that produced it (the selector picks the word). The Transformer decoder's map is
-    its last cross-attention layer averaged over heads, as decoding records it."""
+    its last cross-attention layer averaged over heads, as decoding records it; hard attention's
+    is the one location read (one-hot)."""
     out: dict[str, Any] = ctx.output
     if out["attention"] is None:  # the pooled baseline attends to nothing
         return []
@@ -102,8 +118,13 @@ def atlas(ctx: FigureContext) -> list[Panel]:
                 grid_cells(image.shape[0], image.shape[1], (int(grid[0]), int(grid[1]))),
                 views,
                 selectors=("word",),
-                note=f"attention over the {grid[0]}x{grid[1]} encoder grid when each word was "
-                "generated (greedy decoding)",
+                note=(
+                    f"the location of the {grid[0]}x{grid[1]} encoder grid each word was read "
+                    "from (hard attention: the most likely one, greedy decoding)"
+                    if out.get("hard")
+                    else f"attention over the {grid[0]}x{grid[1]} encoder grid when each word "
+                    "was generated (greedy decoding)"
+                ),
             )
         )
     return panels

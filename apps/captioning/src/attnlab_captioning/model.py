@@ -8,6 +8,8 @@ interface (teacher-forced ``forward``, ``init_state``/``step``/``reorder`` for d
 * ``lstm_attention``: Show, Attend and Tell (Xu et al., 2015): Bahdanau attention over the grid
   from the previous hidden state, a gating scalar on the context, and the doubly stochastic
   regularizer on the attention weights (computed by the module);
+* ``lstm_hard_attention``: the same LSTM reading one sampled location per word, trained with
+  REINFORCE (the paper's stochastic hard attention, ``hard_attention.py``);
 * ``transformer``: masked self-attention + cross-attention to the grid, decoded with a KV cache;
 * ``lstm_pooled``: the same LSTM fed the mean-pooled grid, no attention (the baseline).
 
@@ -42,6 +44,7 @@ from .encoders import (
     load_pretrained_encoder,
 )
 from .encoders import _pretrained_weights as _pretrained_weights  # tests read the weights' URL
+from .hard_attention import HardAttentionLSTMDecoder, check_hard_attention
 
 __all__ = [
     "DECODERS",
@@ -49,6 +52,7 @@ __all__ = [
     "ENCODERS",
     "Captioner",
     "CaptionerConfig",
+    "HardAttentionLSTMDecoder",
     "LSTMDecoder",
     "SmallResNetEncoder",
     "TorchvisionResNetEncoder",
@@ -73,7 +77,8 @@ class CaptionerConfig:
     vit_depth: int = 4
     vit_heads: int = 4
     patch_size: int = 8
-    decoder: str = "lstm_attention"  # lstm_attention | transformer | lstm_pooled
+    # lstm_attention | lstm_hard_attention | transformer | lstm_pooled
+    decoder: str = "lstm_attention"
     word_dim: int = 64  # the LSTM decoders' word embeddings
     hidden_dim: int = 256
     attention_dim: int = 128
@@ -82,6 +87,8 @@ class CaptionerConfig:
     dec_heads: int = 4
     dropout: float = 0.3
     max_len: int = 30
+    expected_context_prob: float = 0.5  # lstm_hard_attention: images read with the expectation
+    baseline_decay: float = 0.9  # lstm_hard_attention: the reward baseline's moving average
     # As given (None fields: the model's defaults); resolve_attention fills them in.
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     cross_attention: AttentionConfig = field(default_factory=AttentionConfig)
@@ -89,6 +96,7 @@ class CaptionerConfig:
     def __post_init__(self) -> None:
         self.attention = AttentionConfig.coerce(self.attention)
         self.cross_attention = AttentionConfig.coerce(self.cross_attention)
+        check_hard_attention(self.expected_context_prob, self.baseline_decay)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CaptionerConfig:
@@ -139,7 +147,7 @@ def resolve_attention(
                 f"(and a ViT encoder's self-attention) only; decoder {cfg.decoder!r} "
                 + (
                     "uses additive (Bahdanau) attention, which it does not change"
-                    if cfg.decoder == "lstm_attention"
+                    if cfg.decoder in ("lstm_attention", "lstm_hard_attention")
                     else "has no attention"
                 ),
                 UserWarning,
@@ -200,6 +208,19 @@ def _lstm(attend: bool) -> Any:
     return build
 
 
+def _lstm_hard(cfg: CaptionerConfig, vocab_size: int, feature_dim: int, *_: Any) -> nn.Module:
+    return HardAttentionLSTMDecoder(
+        vocab_size,
+        feature_dim,
+        cfg.word_dim,
+        cfg.hidden_dim,
+        cfg.attention_dim,
+        cfg.dropout,
+        cfg.expected_context_prob,
+        cfg.baseline_decay,
+    )
+
+
 def _transformer(
     cfg: CaptionerConfig,
     vocab_size: int,
@@ -222,6 +243,7 @@ def _transformer(
 
 DECODERS: dict[str, Any] = {
     "lstm_attention": _lstm(True),
+    "lstm_hard_attention": _lstm_hard,
     "lstm_pooled": _lstm(False),
     "transformer": _transformer,
 }

@@ -17,7 +17,8 @@ from attnlab.options import renamed
 from attnlab.runs import atomic_write_bytes, atomic_write_text
 
 from .decoding import Generated, generate
-from .metrics import cider_d, corpus_bleu, localization_hits
+from .hard_attention import HardAttentionLSTMDecoder
+from .metrics import CiderDScorer, cider_d, corpus_bleu, localization_hits, meteor
 from .model import (
     Captioner,
     CaptionerConfig,
@@ -25,9 +26,22 @@ from .model import (
     load_pretrained_encoder,
     resolve_attention,
 )
+from .scst import self_critical_step
 from .vocab import Vocab
 
-__all__ = ["CaptionModule", "CaptionStep"]
+__all__ = ["CaptionModule", "CaptionStep", "doubly_stochastic_penalty"]
+
+
+def doubly_stochastic_penalty(alphas: Tensor, real: Tensor) -> Tensor:
+    """Show, Attend and Tell's doubly stochastic regularizer (Xu et al. 2015, eq. 14), without
+    its weight: sum_i (1 - sum_t alpha_ti)^2 over the grid's locations i, per caption, averaged
+    over the batch. Only the caption's real steps (its words and ``<eos>``) sum into
+    ``sum_t``: padding after ``<eos>`` attends to nothing.
+
+    alphas (B, T, N), real (B, T) 1 for a real step, 0 for padding -> a scalar.
+    """
+    coverage = (alphas * real[..., None]).sum(1)  # (B, N): attention each location got
+    return ((1.0 - coverage) ** 2).sum(1).mean()
 
 
 class CaptionStep(nn.Module):
@@ -49,8 +63,19 @@ class CaptionStep(nn.Module):
 
 class CaptionModule(AttnlabModule):
     """Encoder + decoder trained with cross-entropy (+ Show-Attend-Tell's doubly stochastic
-    attention regularizer, weight ``alpha_c``). The model is built once the vocabulary is known:
-    from the data (``configure_from_data``), or from the checkpoint's extras.
+    attention regularizer). The model is built once the vocabulary is known: from the data
+    (``configure_from_data``), or from the checkpoint's extras.
+
+    ``alpha_c`` is the paper's lambda (eq. 14): the loss is ``xent + alpha_c * penalty``, the
+    penalty summed over the grid's locations (``doubly_stochastic_penalty``; a 4x4 grid gives
+    16 terms, an 8x8 one 64). The cross-entropy is the mean per word, where the paper sums over
+    a caption's words, so ``alpha_c`` weighs like the paper's lambda divided by the mean caption
+    length. It applies to ``lstm_attention``; ``lstm_hard_attention`` trains its attention by
+    REINFORCE (``hard_attention.py``): ``reinforce_weight`` is the paper's lambda_r (0.001:
+    larger values left the attention uniform on digit scenes from scratch, see the app README),
+    ``entropy_weight`` lambda_e (0; 0.01 held it uniform), ``expected_context_prob`` the share
+    of images read with the expected context (0.5 in the paper), ``baseline_decay`` the reward
+    baseline's (0.9).
 
     ``attention`` is the Transformer decoder's masked self-attention (and a ViT encoder's
     self-attention): backend, options, ``pos``; ``cross_attention`` the decoder's cross-attention
@@ -83,6 +108,11 @@ class CaptionModule(AttnlabModule):
         dropout: float = 0.3,
         max_len: int = 20,
         alpha_c: float = 1.0,
+        expected_context_prob: float = 0.5,
+        baseline_decay: float = 0.9,
+        reinforce_weight: float = 0.001,
+        entropy_weight: float = 0.0,
+        scst_fraction: float = 0.0,
         label_smoothing: float = 0.0,
         val_beam_size: int = 1,
         beam_size: int = 3,
@@ -109,6 +139,12 @@ class CaptionModule(AttnlabModule):
         self.config = CaptionerConfig.from_dict(dict(self.hparams))
         resolve_attention(self.config)  # a bad combination is a one-line error now
         self._pretrained_loaded = False
+        if not 0.0 <= scst_fraction < 1.0:
+            raise ValueError(
+                f"--model.scst_fraction is the share of training given to self-critical "
+                f"training, from 0 (none) up to but not including 1; got {scst_fraction}"
+            )
+        self._cider_scorer: CiderDScorer | None = None
         self.vocab: Vocab | None = None
         self.data_info: dict[str, Any] = {}
         self.model: Captioner | None = None
@@ -175,7 +211,10 @@ class CaptionModule(AttnlabModule):
         if self.hparams.freeze_encoder and self.model is not None:
             self.model.encoder.eval()  # frozen batch-norm statistics too
 
-    def _loss(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    def _loss(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """``loss`` (what training minimises), ``xent`` (per word) and, in training, what the
+        regularizers add: ``coverage_penalty`` (unweighted) for soft attention; the REINFORCE
+        ``reward``, ``baseline`` and ``attention_entropy`` for hard attention."""
         net = self._net()
         assert self.vocab is not None
         tokens = self.vocab.encode_batch(
@@ -183,26 +222,75 @@ class CaptionModule(AttnlabModule):
         )
         tokens = tokens.to(self.device)  # (B, T)
         inputs, target = tokens[:, :-1], tokens[:, 1:]
-        logits, alphas = net(batch["image"], inputs)  # (B, T-1, V), (B, T-1, N)
+        hard = isinstance(net.decoder, HardAttentionLSTMDecoder) and self.training
+        if hard:
+            features, _ = net.encode(batch["image"])
+            trace = net.decoder.trace(features, inputs)
+            logits, alphas = trace.logits, None  # alpha is trained by REINFORCE, not alpha_c
+        else:
+            logits, alphas = net(batch["image"], inputs)  # (B, T-1, V), (B, T-1, N)
         xent = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]),
             target.reshape(-1),
             ignore_index=self.vocab.pad_id,
             label_smoothing=self.hparams.label_smoothing,
         )
-        loss = xent
+        out = {"loss": xent, "xent": xent}
         if alphas is not None and self.hparams.alpha_c > 0:
-            real = (target != self.vocab.pad_id).float()[..., None]  # (B, T-1, 1)
-            coverage = (alphas * real).sum(1)  # (B, N): attention each cell got over the caption
-            loss = loss + self.hparams.alpha_c * ((1.0 - coverage) ** 2).mean()
-        return loss, xent
+            real = (target != self.vocab.pad_id).float()  # (B, T-1)
+            penalty = doubly_stochastic_penalty(alphas, real)
+            out["loss"] = xent + self.hparams.alpha_c * penalty
+            out["coverage_penalty"] = penalty.detach()
+        if hard:
+            terms = net.decoder.reinforce(
+                trace,
+                target,
+                self.vocab.pad_id,
+                self.hparams.reinforce_weight,
+                self.hparams.entropy_weight,
+            )
+            out["loss"] = xent + terms.loss
+            out |= {
+                "reward": terms.reward,
+                "baseline": terms.baseline,
+                "attention_entropy": terms.entropy,
+            }
+        return out
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        loss, xent = self._loss(batch)
+        scst = self.hparams.scst_fraction
+        in_scst_phase = scst > 0 and self.training_progress() >= 1.0 - scst
+        losses = self._self_critical_loss(batch) if in_scst_phase else self._loss(batch)
         bs = len(batch["caption"])
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=bs)
-        self.log("train/xent", xent, on_step=False, on_epoch=True, batch_size=bs)
-        return loss
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=bs)
+        return losses["loss"]
+
+    def _self_critical_loss(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Self-critical sequence training (``scst.py``): CIDEr-D of a sampled caption against
+        the greedy caption's, with document frequencies from the training references."""
+        net = self._net()
+        assert self.vocab is not None
+        if self._cider_scorer is None:
+            train_set = getattr(self.trainer.datamodule, "train_set", None)
+            records = getattr(train_set, "records", None)
+            if not records:
+                raise ValueError("--model.scst_fraction needs the training captions (CaptionData)")
+            self._cider_scorer = CiderDScorer(rec.captions for rec in records)
+        references = [[r.split() for r in refs.split("\n")] for refs in batch["references"]]
+        features, _ = net.encode(batch["image"])
+        loss, sampled_reward, greedy_reward = self_critical_step(
+            net.decoder,
+            features,
+            references,
+            self._cider_scorer,
+            self.vocab.decode,
+            bos_id=self.vocab.bos_id,
+            eos_id=self.vocab.eos_id,
+            pad_id=self.vocab.pad_id,
+            max_len=self.hparams.max_len,
+        )
+        return {"loss": loss, "scst_reward": sampled_reward, "scst_greedy_reward": greedy_reward}
 
     # ------------------------------------------------------------------ evaluation
     def caption(
@@ -247,8 +335,9 @@ class CaptionModule(AttnlabModule):
                 row["loc"] = localization_hits(words, out.attention[i], grid, size, boxes)  # type: ignore[arg-type]
             self._outputs.append(row)
 
-    def compute_metrics(self) -> dict[str, float]:
-        """BLEU-1..4, CIDEr-D (and localization on digit scenes) of the captions scored so far."""
+    def compute_metrics(self, with_meteor: bool = False) -> dict[str, float]:
+        """BLEU-1..4, CIDEr-D (and localization on digit scenes) of the captions scored so far;
+        ``with_meteor``: METEOR too, where pycocoevalcap and java are installed."""
         rows, self._outputs = self._outputs, []
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # Under DDP each process captioned its own share: corpus BLEU and CIDEr-D need them
@@ -262,20 +351,23 @@ class CaptionModule(AttnlabModule):
         refs = [[" ".join(x) for x in r["refs"]] for r in rows]
         metrics = corpus_bleu(preds, refs)
         metrics["cider"] = cider_d([r["pred"] for r in rows], [r["refs"] for r in rows])[0]
+        meteor_score = meteor(preds, refs) if with_meteor else None
+        if meteor_score is not None:
+            metrics["meteor"] = meteor_score
         locs = [r["loc"] for r in rows if "loc" in r]
         if locs:
             metrics["loc"] = sum(h for h, _ in locs) / max(1, sum(t for _, t in locs))
         return metrics
 
     def _eval_step(self, batch: dict[str, Any], stage: str, beam_size: int) -> None:
-        _, xent = self._loss(batch)
+        xent = self._loss(batch)["xent"]
         self.log(
             f"{stage}/loss", xent, on_step=False, on_epoch=True, batch_size=len(batch["caption"])
         )
         self.score_batch(batch, beam_size)
 
     def _eval_epoch_end(self, stage: str) -> None:
-        for name, value in self.compute_metrics().items():
+        for name, value in self.compute_metrics(with_meteor=stage == "test").items():
             self.log(
                 f"{stage}/{name}",
                 float(value),
@@ -344,7 +436,8 @@ class CaptionModule(AttnlabModule):
             if self.hparams.predict_heatmaps and p["attention"] is not None:
                 image = denormalize(p["pixels"], info.get("mean"), info.get("std"))
                 fig = word_attention_figure(
-                    [(image, p["words"], p["attention"], p["grid"], p["caption"])]
+                    [(image, p["words"], p["attention"], p["grid"], p["caption"])],
+                    hard=isinstance(self._net().decoder, HardAttentionLSTMDecoder),
                 )
                 png = folder / f"{Path(p['image']).stem}_attention.png"
                 buf = io.BytesIO()
@@ -365,6 +458,7 @@ class CaptionModule(AttnlabModule):
         return {
             "words": [self.vocab.decode(t.tolist()) for t in out.tokens],
             "attention": out.attention,
+            "hard": isinstance(self._net().decoder, HardAttentionLSTMDecoder),
             "grid": grid,
             "mean": self.data_info.get("mean"),
             "std": self.data_info.get("std"),
