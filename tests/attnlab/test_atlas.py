@@ -112,6 +112,13 @@ def test_panel_json_checks_weights_against_tokens() -> None:
     panel = TokensPanel("t", ["x", "y"], [View(("only",), [0.5, 0.5])])
     with pytest.raises(ValueError, match="does not match the selectors"):
         panel_json(panel)
+    two = [View(("a",), torch.ones(4)), View(("b",), torch.ones(4))]
+    assert panel_json(OverlayPanel("img", torch.rand(8, 8), cells, two, ("w",)))["shown"] == 0
+    assert (
+        panel_json(OverlayPanel("img", torch.rand(8, 8), cells, two, ("w",), shown=1))["shown"] == 1
+    )
+    with pytest.raises(ValueError, match="shown=2 but 2 views"):
+        panel_json(OverlayPanel("img", torch.rand(8, 8), cells, two, ("w",), shown=2))
     series = SeriesPanel("s", [], [View(("l", "h"), [1.0, 0.0])], spans=[(-4, -2), (-2, 0)])
     assert panel_json(series)["spans"] == [[-4.0, -2.0], [-2.0, 0.0]]
 

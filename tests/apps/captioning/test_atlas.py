@@ -33,6 +33,9 @@ def test_panels_show_one_view_per_word(page: tuple[Path, dict[str, Any]]) -> Non
         for view in panel["views"]:
             # Show-Attend-Tell's soft attention: a distribution over the grid
             assert len(view["w"]) == cells and sum(view["w"]) == pytest.approx(1.0, abs=2e-3)
+        # the page opens on the word whose attention is most concentrated
+        peaks = [max(view["w"]) for view in panel["views"]]
+        assert panel["shown"] == peaks.index(max(peaks))
 
 
 def test_page_in_headless_chromium(

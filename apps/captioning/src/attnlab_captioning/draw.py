@@ -111,6 +111,9 @@ def atlas(ctx: FigureContext) -> list[Panel]:
         views = [View((f"{t + 1}: {word}",), attention[t]) for t, word in enumerate(words)]
         if not views:
             continue
+        # Shown first: the word whose attention is most concentrated (on digit scenes, a digit
+        # on its glyph), not the caption's first word, which usually looks everywhere.
+        peaks = attention[: len(views)].max(dim=-1).values  # (T,)
         panels.append(
             OverlayPanel(
                 " ".join(out["words"][b]) or "(empty caption)",
@@ -118,6 +121,7 @@ def atlas(ctx: FigureContext) -> list[Panel]:
                 grid_cells(image.shape[0], image.shape[1], (int(grid[0]), int(grid[1]))),
                 views,
                 selectors=("word",),
+                shown=int(peaks.argmax()),
                 note=(
                     f"the location of the {grid[0]}x{grid[1]} encoder grid each word was read "
                     "from (hard attention: the most likely one, greedy decoding)"

@@ -177,7 +177,7 @@
       fig.selects.push(select);
       select.addEventListener("change", function () { onSelect(fig, axis); });
     });
-    const first = panel.views[0].key;
+    const first = panel.views[panel.shown || 0].key;
     panel.selectors.forEach(function (_, axis) { fillOptions(fig, axis, first); });
     fig.selects.forEach(function (s, i) { s.value = first[i]; });
     container.appendChild(figure);

@@ -50,7 +50,8 @@ class View:
 @dataclass
 class OverlayPanel:
     """An image (H, W) grey or (H, W, 3) RGB in [0, 1]; token i covers ``cells[i]`` =
-    (top, left, height, width) in image pixels (cells may overlap: a pixel shows their mean)."""
+    (top, left, height, width) in image pixels (cells may overlap: a pixel shows their mean).
+    ``shown`` is the index of the view the page shows first."""
 
     title: str
     image: Any
@@ -58,6 +59,7 @@ class OverlayPanel:
     views: list[View]
     selectors: tuple[str, ...] = ("layer", "head")
     note: str = ""
+    shown: int = 0
     kind: str = field(default="overlay", init=False)
 
     def num_tokens(self) -> int:
@@ -207,6 +209,10 @@ def panel_json(panel: Panel, where: str = "panel") -> dict[str, Any]:
         "selectors": list(panel.selectors),
         "views": views,
     }
+    shown = int(getattr(panel, "shown", 0))
+    if not 0 <= shown < len(views):
+        raise ValueError(f"{where} {panel.title!r}: shown={shown} but {len(views)} views")
+    out["shown"] = shown
     if isinstance(panel, OverlayPanel):
         image = panel.image
         shape = tuple(
