@@ -54,9 +54,9 @@ def test_the_order_continues_from_the_generator_state() -> None:
     assert list(resumed) == expected
 
 
-def test_bad_settings_are_one_line() -> None:
-    with pytest.raises(ValueError, match="curriculum_epochs orders digit scenes"):
-        CaptionData(dataset="flickr8k", curriculum_epochs=3)
+def test_bad_settings_are_one_line_and_other_datasets_ignore_the_curriculum() -> None:
+    with pytest.warns(UserWarning, match="orders digit scenes by glyph count"):
+        assert CaptionData(dataset="flickr8k", curriculum_epochs=3).curriculum_epochs == 0
     with pytest.raises(ValueError, match="curriculum_epochs must be >= 0"):
         CaptionData(curriculum_epochs=-1)
     with pytest.raises(ValueError, match=r"max_digits must be 1\.\.4"):

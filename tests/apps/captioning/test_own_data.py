@@ -6,11 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from attnlab_captioning.data import (
-    MAX_CAPTION_JSON_BYTES,
-    MAX_CAPTION_TEXT_BYTES,
-    CaptionData,
-)
+from attnlab_captioning.data import CaptionData
+from attnlab_captioning.readers import MAX_CAPTION_JSON_BYTES, MAX_CAPTION_TEXT_BYTES
 
 from attnlab.cli import main
 

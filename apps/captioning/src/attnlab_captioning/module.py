@@ -149,6 +149,7 @@ class CaptionModule(AttnlabModule):
         self.data_info: dict[str, Any] = {}
         self.model: Captioner | None = None
         self._outputs: list[dict[str, Any]] = []
+        self._loss_parts: list[tuple[float, int]] = []  # (loss summed over words, words) a batch
         self._predictions: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ building
@@ -360,13 +361,30 @@ class CaptionModule(AttnlabModule):
         return metrics
 
     def _eval_step(self, batch: dict[str, Any], stage: str, beam_size: int) -> None:
-        xent = self._loss(batch)["xent"]
-        self.log(
-            f"{stage}/loss", xent, on_step=False, on_epoch=True, batch_size=len(batch["caption"])
+        assert self.vocab is not None
+        xent = self._loss(batch)["xent"]  # the mean over this batch's words
+        # Summed over the split's words at the epoch's end (``_eval_epoch_end``): the mean over
+        # every word of the split, whichever captions share a batch or a process.
+        tokens = self.vocab.encode_batch(
+            [c.split() for c in batch["caption"]], self.hparams.max_len
         )
+        words = int((tokens[:, 1:] != self.vocab.pad_id).sum())
+        self._loss_parts.append((float(xent) * words, words))
         self.score_batch(batch, beam_size)
 
     def _eval_epoch_end(self, stage: str) -> None:
+        # Sum and word count reduced as float64 sums: Lightning's mean of a value logged with a
+        # batch size divides an integer count by the process count under gloo (floor division),
+        # which an odd word total turns into a wrong mean.
+        parts, self._loss_parts = self._loss_parts, []
+        total = torch.tensor(
+            [sum(p[0] for p in parts), sum(p[1] for p in parts)], dtype=torch.float64
+        )
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(total)  # (loss sum, words) over every process
+        if total[1] > 0:
+            loss = float(total[0] / total[1])
+            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=False)
         for name, value in self.compute_metrics(with_meteor=stage == "test").items():
             self.log(
                 f"{stage}/{name}",
@@ -381,6 +399,7 @@ class CaptionModule(AttnlabModule):
 
     def on_validation_epoch_start(self) -> None:
         self._outputs = []
+        self._loss_parts = []
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
@@ -390,6 +409,7 @@ class CaptionModule(AttnlabModule):
 
     def on_test_epoch_start(self) -> None:
         self._outputs = []
+        self._loss_parts = []
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")

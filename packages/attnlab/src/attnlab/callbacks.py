@@ -307,6 +307,28 @@ class NonFiniteLossGuard(pl.Callback):
             )
 
 
+class SharedBuffers(pl.Callback):
+    """Under DDP, every process evaluates rank 0's buffers (batch-norm running statistics, a
+    REINFORCE baseline): the model the checkpoint holds.
+
+    DDP copies rank 0's buffers to the others at each training forward, but each process then
+    updates its own with its own batch, and evaluation does not go through that forward; so the
+    processes validated slightly different models, and the synchronised metrics were not those
+    of the saved weights (the captioner's val/loss was off by 0.2 %)."""
+
+    def _share(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size <= 1 or not torch.distributed.is_initialized():
+            return
+        for buffer in pl_module.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._share(trainer, pl_module)
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._share(trainer, pl_module)
+
+
 def epoch_label(trainer: pl.Trainer) -> str:
     """``epoch 3/9``: the epoch counted from 0 and the last one, as Lightning's bar writes it and
     as metrics.csv, metrics.json (``best_epoch``), checkpoints and figure names count; ``epoch 3``

@@ -145,7 +145,10 @@ class AttnlabDataModule(pl.LightningDataModule):
         """The stage's loader; ``sampler`` replaces the shuffled order (e.g. a curriculum)."""
         if dataset is None:
             raise ValueError(f"{type(self).__name__} has no {stage} data; check its setup()")
-        generator = self._shuffle_generator() if shuffle and sampler is None else None
+        # The loader draws its workers' base seed from this generator too; without one it would
+        # draw from torch's global RNG, and a resumed run's dropout would differ from the
+        # uninterrupted run's.
+        generator = self._shuffle_generator() if shuffle or sampler is not None else None
         eval_batch_size = getattr(self, "eval_batch_size", None)
         batch_size = (
             self.batch_size if stage == "train" or eval_batch_size is None else eval_batch_size

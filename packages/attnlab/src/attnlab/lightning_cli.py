@@ -19,7 +19,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from .app import App
 from .budget import Budget, max_time_seconds
-from .callbacks import AttentionFigures, NonFiniteLossGuard, PlainProgress, RunArtifacts
+from .callbacks import (
+    AttentionFigures,
+    NonFiniteLossGuard,
+    PlainProgress,
+    RunArtifacts,
+    SharedBuffers,
+)
 from .checkpoint import (
     AtomicCheckpointIO,
     CheckpointError,
@@ -368,7 +374,7 @@ class AttnlabCLI(LightningCLI):
             seed if isinstance(seed, int) else None,
             manifest_extra=manifest_extra,
         )
-        ours += [self.artifacts, NonFiniteLossGuard(), RandomStateCallback()]
+        ours += [self.artifacts, NonFiniteLossGuard(), RandomStateCallback(), SharedBuffers()]
         if self.budget is not None:
             ours.append(self.budget)
         if sub == "fit":
