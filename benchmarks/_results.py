@@ -234,7 +234,12 @@ def write_benchmark_results(
             headline = bench.headline(payload)
         except Exception as exc:
             error = f"headline: {type(exc).__name__}: {exc}"
-    command = bench_command(bench.name, scale, jobs, threads, only, budget_factor)
+    # An --only that left nothing out (the other runs reused from earlier sittings) is not part
+    # of the command that makes the whole table.
+    from benchmarks.runner import COLLECT
+
+    shown_only = only if skipped or only == COLLECT else None
+    command = bench_command(bench.name, scale, jobs, threads, shown_only, budget_factor)
     data: dict[str, Any] = {
         "format": FORMAT,
         "benchmark": bench.name,

@@ -344,6 +344,29 @@ def test_a_run_completed_at_another_budget_is_kept_with_its_own_command(tmp_path
     assert skipped.status == "skipped"
 
 
+def test_the_whole_tables_command_drops_an_only_that_left_nothing_out(tmp_path):
+    """Assembled over sittings, a table whose runs all completed is made by the plain command;
+    an ``--only`` that skipped runs stays in it."""
+    run = Run("slow", "vit", ("quick",), budget={"cpu_s": 100})
+    bench = Benchmark(
+        name="sittings", title="t", runs=lambda scale: [run], tabulate=lambda r: ({}, "")
+    )
+    folder = tmp_path / "runs" / "sittings" / "full" / "slow"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"test": {"test/top1": 0.5}}))
+    (folder / "manifest.json").write_text(json.dumps({"status": "completed"}))
+    (folder / "bench.json").write_text(
+        json.dumps({"command": run.command(), "threads": 1, "budget": {"cpu_s": 100}})
+    )
+    out = tmp_path / "results"
+    kwargs = dict(runs_root=tmp_path / "runs", results_dir=out, jobs=1)
+    path = run_benchmark(bench, only="other", reuse=True, **kwargs)
+    assert json.loads(path.read_text())["command"] == "nox -s bench -- sittings --jobs 1 --threads 1"
+    path = run_benchmark(bench, only="other", reuse=False, **kwargs)  # the run is skipped
+    data = json.loads(path.read_text())
+    assert data["command"].endswith("--only other") and not data["complete"]
+
+
 def test_collect_runs_nothing_and_says_so(tmp_path):
     from benchmarks._results import bench_command
     from benchmarks.runner import COLLECT, execute
