@@ -28,6 +28,17 @@ def test_overrides_reach_the_model_and_are_saved() -> None:
     assert all(b.attn.backend == "math" for b in module.model.blocks)
 
 
+def test_conv_tokenizer_stages_and_width_are_options() -> None:
+    """--model.conv_layers / --model.conv_hidden shape CCT's tokenizer: two stages of 16
+    channels halve an 8x8 image twice, to a 2x2 token grid."""
+    module = ViTModule(model="cct_test", conv_layers=2, conv_hidden=16)
+    convs = [m for m in module.model.patch_embed.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(1, 16), (16, 32)]
+    assert module.model.grid_size == (2, 2) and module.hparams.conv_hidden == 16
+    tokens = module.model.forward_features(torch.zeros(3, 1, 8, 8))
+    assert tokens.shape == (3, 4, 32)  # (B, 2x2 tokens, dim), no class token
+
+
 def test_mixup_cutmix_and_ema_train_step() -> None:
     module = ViTModule(model="vit_test", mixup=0.8, cutmix=1.0, ema_decay=0.9)
     loss = module.classification_loss(module.model(_batch()[0]), module.mixer(*_batch())[1])

