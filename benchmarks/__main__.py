@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--jobs", type=int, default=None, help="runs at once (default: the benchmark's own)"
     )
-    parser.add_argument("--threads", type=int, default=1, help="threads per run (default 1)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="threads per run (default: the benchmark's own)"
+    )
     parser.add_argument(
         "--scale",
         choices=SCALES,
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"unknown benchmark {', '.join(map(repr, unknown))}; known: {', '.join(known)}"
         )
-    if (args.jobs is not None and args.jobs < 1) or args.threads < 1:
+    if (args.jobs is not None and args.jobs < 1) or (args.threads is not None and args.threads < 1):
         parser.error("--jobs and --threads must be at least 1")
     # Everything, or several: a benchmark that fails (no dataset, a failed run) is reported and
     # the rest still run, so the README is refreshed from whatever results exist.

@@ -186,6 +186,9 @@ class Benchmark:
     headline: Callable[[dict[str, Any]], str] | None = None
     anchors: tuple[dict[str, Any], ...] = ()
     default_jobs: int = 1
+    # Threads per run when --threads is not given: 2 for a benchmark whose runs are limited by
+    # wall time on the whole machine (one run at a time), 1 for CPU-second budgets.
+    default_threads: int = 1
     # Files beside results/<name>.json made from the payload (a plot): (payload, folder) -> paths.
     write_extra: Callable[[dict[str, Any], Path], list[Path]] | None = None
 
@@ -459,7 +462,7 @@ def run_benchmark(
     *,
     scale: str = "full",
     jobs: int | None = None,
-    threads: int = 1,
+    threads: int | None = None,
     runs_root: Path | None = None,
     only: str | None = None,
     reuse: bool = False,
@@ -474,6 +477,7 @@ def run_benchmark(
     """
     runs_root = Path(runs_root or DEFAULT_RUNS_ROOT)
     jobs = jobs or bench.default_jobs
+    threads = threads or (bench.default_threads if scale == "full" else 1)
     if results_dir is None:
         results_dir = RESULTS_DIR if scale == "full" else runs_root / bench.name / scale
     env = environment()

@@ -361,7 +361,9 @@ def test_the_whole_tables_command_drops_an_only_that_left_nothing_out(tmp_path):
     out = tmp_path / "results"
     kwargs = dict(runs_root=tmp_path / "runs", results_dir=out, jobs=1)
     path = run_benchmark(bench, only="other", reuse=True, **kwargs)
-    assert json.loads(path.read_text())["command"] == "nox -s bench -- sittings --jobs 1 --threads 1"
+    assert (
+        json.loads(path.read_text())["command"] == "nox -s bench -- sittings --jobs 1 --threads 1"
+    )
     path = run_benchmark(bench, only="other", reuse=False, **kwargs)  # the run is skipped
     data = json.loads(path.read_text())
     assert data["command"].endswith("--only other") and not data["complete"]
