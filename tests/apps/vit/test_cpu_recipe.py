@@ -1,4 +1,4 @@
-"""The CPU recipe (CCT-2/3x2): its presets' shapes, one recipe in every CPU config, and that it
+"""The CPU recipe (CCT-2/3x3): its presets' shapes, one recipe in every CPU config, and that it
 learns through the command on built-in digits and on a class-folder set of another size."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ RECIPE_KEYS = ("lr", "weight_decay", "warmup_fraction", "label_smoothing")
 
 @pytest.mark.parametrize(
     ("preset", "chans", "side", "grid"),
-    [("cct_2_3x2_28", 1, 28, (7, 7)), ("cct_2_3x2_32", 3, 32, (8, 8))],
+    [("cct_2_3x3_28", 1, 28, (4, 4)), ("cct_2_3x3_32", 3, 32, (4, 4))],
 )
 def test_presets_make_a_grid_of_tokens_and_class_logits(
     preset: str, chans: int, side: int, grid: tuple[int, int]
@@ -41,7 +41,7 @@ def test_every_cpu_config_trains_the_same_recipe() -> None:
         for name in ("fashion_mnist", "mnist5k", "small_rgb")
     }
     models = {name: c["model"] for name, c in configs.items()}
-    assert {m["model"].rsplit("_", 1)[0] for m in models.values()} == {"cct_2_3x2"}
+    assert {m["model"].rsplit("_", 1)[0] for m in models.values()} == {"cct_2_3x3"}
     recipe = {k: models["fashion_mnist"][k] for k in RECIPE_KEYS}
     for name, model in models.items():
         assert {k: model[k] for k in RECIPE_KEYS} == recipe, name
@@ -94,5 +94,5 @@ def test_small_rgb_takes_a_folder_of_grey_images_of_another_size(
          "--budget.wall_s", "null", "--budget.cpu_s", "4"],
     )  # fmt: skip
     assert metrics["test"]["test/top1"] > 0.9  # bright vs dark: learned within seconds
-    module = ViTModule(model="cct_2_3x2_32", num_classes=2)
+    module = ViTModule(model="cct_2_3x3_32", num_classes=2)
     assert module.config.in_chans == 3 and module.config.img_size == 32
