@@ -19,14 +19,20 @@ import importlib
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["FIRST", "INFRASTRUCTURE", "LAST", "TOOLS", "candidates", "load", "names"]
+__all__ = [
+    "DATA_MAKERS", "FIRST", "INFRASTRUCTURE", "LAST", "TOOLS", "candidates", "load", "names",
+]  # fmt: skip
 
 HERE = Path(__file__).resolve().parent
 FIRST: tuple[str, ...] = ("core",)
 LAST: tuple[str, ...] = ("matrix",)
 TOOLS: tuple[str, ...] = ("readme",)
+# Data the benchmarks' documented runs read, made from the shared data sets (not benchmarks).
+DATA_MAKERS: tuple[str, ...] = ("colour_fashion",)
 # Modules of this package that are not benchmarks.
-INFRASTRUCTURE = frozenset({"__init__", "__main__", "common", "runner", "spec", *TOOLS})
+INFRASTRUCTURE = frozenset(
+    {"__init__", "__main__", "common", "runner", "spec", *TOOLS, *DATA_MAKERS}
+)
 
 
 def candidates() -> list[str]:
