@@ -552,10 +552,11 @@ register_preset(
 # four of width 128 (88.2 %); at 500 CPU s, batches of 64 (89.9 %) over 128 (89.3 %); at 600 wall
 # s on two threads, three stages (92.0 %) over two (91.3 %): 16 tokens instead of 49 make a step
 # 1.7x cheaper. A 32-channel first stage: 1.5x faster than 64.
-register_preset(
-    "cct_2_3x3_28", **_GRAY28, embed_dim=64, depth=2, num_heads=2, tokenizer="conv",
-    conv_layers=3, conv_hidden=32, class_token=False, global_pool="seq", drop_path_rate=0.05,
+_CCT_2_3X3 = dict(
+    embed_dim=64, depth=2, num_heads=2, tokenizer="conv", conv_layers=3, conv_hidden=32,
+    class_token=False, global_pool="seq", drop_path_rate=0.05,
 )  # fmt: skip
+register_preset("cct_2_3x3_28", **_GRAY28, **_CCT_2_3X3)
 # timm's plain ViT with the parameter count of cct_2_3x3_28 (95,174): the benchmark's reference.
 register_preset(
     "vit_pico_patch4_28", **_GRAY28, patch_size=4, embed_dim=74, depth=2, num_heads=2,
@@ -575,10 +576,7 @@ register_preset(
     tokenizer="spt", lsa=True, drop_path_rate=0.1,
 )  # fmt: skip
 # The same recipe for 32x32 RGB class folders (small_rgb.yaml): a 4 x 4 token grid.
-register_preset(
-    "cct_2_3x3_32", **_RGB32, embed_dim=64, depth=2, num_heads=2, tokenizer="conv",
-    conv_layers=3, conv_hidden=32, class_token=False, global_pool="seq", drop_path_rate=0.05,
-)  # fmt: skip
+register_preset("cct_2_3x3_32", **_RGB32, **_CCT_2_3X3)
 register_preset(
     "cct_7_3x1_32", **_RGB32, embed_dim=256, depth=7, num_heads=4, mlp_ratio=2.0,
     tokenizer="conv", conv_layers=1, conv_kernel=3, class_token=False, global_pool="seq",
