@@ -13,26 +13,66 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `benchmarks` is a folder of the checkout, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.forecast import BENCHMARK, HORIZONS, REVIN_LRS  # noqa: E402
+from benchmarks.forecast import (  # noqa: E402
+    BENCHMARK,
+    HORIZONS,
+    ILI_HORIZONS,
+    ILI_MODELS,
+    REVIN_LRS,
+    TARGETS,
+    _goal,
+)
 from benchmarks.runner import execute  # noqa: E402
 
 
 def test_full_runs_are_the_shipped_configs_at_every_horizon() -> None:
     runs = BENCHMARK.planned("full")
-    assert len(runs) == len(HORIZONS) * (5 + len(REVIN_LRS))
+    etth1 = [r for r in runs if r.labels["data"] == "ETTh1"]
+    ili = [r for r in runs if r.labels["data"] == "ILI"]
+    assert len(etth1) == len(HORIZONS) * (5 + len(REVIN_LRS))
+    assert len(ili) == len(ILI_HORIZONS) * (len(ILI_MODELS) - 1 + len(REVIN_LRS))
     assert all(r.needs_data and r.app == "forecast" for r in runs)
     by_name = {r.name: r for r in runs}
+    # The attention model's row is exactly what a user types: the config and the horizon.
     patch = by_name["patchtst-h336"]
-    assert patch.configs == ("etth1", "cpu") and patch.budget == {"cpu_s": 480.0}
-    assert "--model.pred_len=336" in patch.overrides and "--data.pred_len=336" in patch.overrides
+    assert patch.command() == (
+        "attnlab forecast fit --config etth1 --data.horizon=336 --seed_everything=2021"
+    )
+    assert patch.budget == {}
+    # ILI: the same config, only the data changed.
+    assert by_name["ili-patchtst-h48"].command() == (
+        "attnlab forecast fit --config etth1 --data.dataset=ili --data.seq_len=104 "
+        "--data.horizon=48 --seed_everything=2021"
+    )
     assert by_name["itransformer-h96"].configs[0] == "etth1_itransformer"
-    revin = [r for r in runs if r.labels["model"] == "dlinear_revin" and r.labels["horizon"] == 720]
+    revin = [
+        r for r in etth1 if r.labels["model"] == "dlinear_revin" and r.labels["horizon"] == 720
+    ]
     lrs = sorted(a for r in revin for a in r.overrides if a.startswith("--model.lr="))
     assert lrs == ["--model.lr=0.001", "--model.lr=0.005"]
     assert all("--model.revin=true" in r.overrides for r in revin)
     naive = by_name["seasonal_naive-h96"]
     assert naive.budget == {} and "--model.model=seasonal_naive" in naive.overrides
     assert "attnlab forecast fit --config etth1_dlinear --config cpu" in naive.command()
+
+
+def test_the_goal_needs_every_horizon_below_its_target() -> None:
+    rows = [
+        {"data": "ETTh1", "model": "patchtst", "horizon": h, "test_mse": t - 0.001}
+        for h, t in TARGETS.items()
+    ]
+    assert _goal(rows)["all_met"]
+    rows[2]["test_mse"] = TARGETS[336]  # level is not below
+    goal = _goal(rows)
+    assert not goal["all_met"] and goal["met"] == {
+        "96": True,
+        "192": True,
+        "336": False,
+        "720": True,
+    }
+    # A baseline below the targets does not meet the attention model's goal.
+    baseline = [{**row, "model": "dlinear_revin", "test_mse": 0.1} for row in rows]
+    assert not _goal(baseline)["all_met"]
 
 
 def test_tiny_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,6 +96,6 @@ def test_tiny_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert rows["patchtst"]["steps"] > 0
     # The last value of a noisy seasonal series is a poor forecast next to a trained model.
     assert rows["last_value"]["test_mse"] > rows["dlinear"]["test_mse"]
-    best = payload["best_per_horizon"]["96"]
+    best = payload["best_per_horizon"]["synthetic"]["96"]
     assert best["test_mse"] == min(row["test_mse"] for row in rows.values())
     assert best["model"] in BENCHMARK.headline(payload)

@@ -11,13 +11,9 @@ import pytest
 from .conftest import run_cli
 
 TINY = [
-    "--model.seq_len",
-    "48",
     "--data.seq_len",
     "48",
-    "--model.pred_len",
-    "12",
-    "--data.pred_len",
+    "--data.horizon",
     "12",
     "--model.dim",
     "16",

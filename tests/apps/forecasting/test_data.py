@@ -130,7 +130,7 @@ def test_generated_series_has_the_stated_noise() -> None:
 
 
 def test_noise_floor_is_reported_on_the_normalized_scale() -> None:
-    dm = ForecastData(n_steps=3000, channels=2, noise_std=0.3, seq_len=96, pred_len=24)
+    dm = ForecastData(n_steps=3000, channels=2, noise_std=0.3, seq_len=96, horizon=24)
     dm.setup("fit")
     assert dm.scaler is not None and dm.noise_floor is not None
     assert dm.noise_floor == pytest.approx(float(np.mean(0.09 / dm.scaler.std**2)))

@@ -41,7 +41,7 @@ def _trainer(tmp_path: Path, **kw: object) -> pl.Trainer:
 
 def _data(**kw: object) -> ForecastData:
     args: dict = dict(
-        n_steps=1200, channels=3, noise_std=0.1, seq_len=48, pred_len=12, batch_size=32
+        n_steps=1200, channels=3, noise_std=0.1, seq_len=48, horizon=12, batch_size=32
     )
     args.update(kw)
     return ForecastData(**args)
@@ -82,6 +82,27 @@ def test_mismatched_lengths_are_a_clear_error(tmp_path: Path) -> None:
     module = ForecastModule(model="dlinear", **{**SMALL, "pred_len": 24})
     with pytest.raises(ValueError, match=r"pred_len: model 24 vs data 12"):
         _trainer(tmp_path, fast_dev_run=True).fit(module, datamodule=_data())
+
+
+def test_lengths_left_unset_come_from_the_data(tmp_path: Path) -> None:
+    """`--data.horizon H` alone sets the forecast length: a model given no seq_len or pred_len
+    is built for the data's (and saves them with its hyper-parameters)."""
+    sizes = {k: v for k, v in SMALL.items() if k not in ("seq_len", "pred_len", "channels")}
+    module = ForecastModule(model="patchtst", **sizes)
+    dm = _data(seq_len=40, horizon=20)
+    _trainer(tmp_path, fast_dev_run=True).fit(module, datamodule=dm)
+    assert (module.hparams.seq_len, module.hparams.pred_len, module.hparams.channels) == (40, 20, 3)
+    assert module(torch.randn(2, 40, 3)).shape == (2, 20, 3)  # (B, H, C)
+
+
+def test_the_former_data_pred_len_still_sets_the_horizon_and_warns() -> None:
+    with pytest.warns(FutureWarning, match=r"--data.pred_len is deprecated, use --data.horizon"):
+        dm = ForecastData(seq_len=48, pred_len=24)
+    assert dm.horizon == dm.pred_len == 24
+    with pytest.raises(
+        ValueError, match=r"seq_len and horizon must be at least 1 step, got 48 and 0"
+    ):
+        ForecastData(seq_len=48, horizon=0)
 
 
 @pytest.mark.slow

@@ -125,7 +125,7 @@ def test_split_is_named_for_each_kind_of_file(
     assert dm.split == "ratio"
     assert "split ratio (70/10/20 % by time; the default for a CSV" in capsys.readouterr().out
 
-    dm = ForecastData(csv=str(mine), seq_len=24, pred_len=12, split="ett")
+    dm = ForecastData(csv=str(mine), seq_len=24, horizon=12, split="ett")
     dm.setup("fit")
     assert dm.split == "ett_hour"
     with pytest.raises(ValueError, match=r"unknown split 'months'; choose ett .* or ratio"):
@@ -136,8 +136,8 @@ def test_channels_come_from_the_data(tmp_path: Path) -> None:
     """No --model.channels: the model is built for the file's 8 columns (saved in its
     hyper-parameters); a value that disagrees is one error naming both."""
     path = _write(tmp_path / "s.csv", _days(400, "exchange"), 8)
-    data = ["--data.csv", str(path), "--data.seq_len", "24", "--data.pred_len", "12"]
-    model = ["--model.seq_len", "24", "--model.pred_len", "12", "--model.dim", "8"]
+    data = ["--data.csv", str(path), "--data.seq_len", "24", "--data.horizon", "12"]
+    model = ["--model.dim", "8"]
     module, dm = app.build(["quick"], [*data, *model])
     assert module.hparams.channels == 8 == dm.num_channels
     batch = next(iter(dm.train_dataloader()))
@@ -158,8 +158,7 @@ def test_exchange_style_csv_trains_through_the_command(tmp_path: Path) -> None:
         "quick",
         "--data.csv",
         str(path),
-        *("--data.seq_len", "24", "--model.seq_len", "24"),
-        *("--data.pred_len", "6", "--model.pred_len", "6"),
+        *("--data.seq_len", "24", "--data.horizon", "6"),
         *("--model.dim", "8", "--model.depth", "1", "--model.num_heads", "2"),
         *("--model.patch_len", "8", "--model.stride", "8"),
         *("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"),

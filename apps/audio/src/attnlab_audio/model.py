@@ -25,7 +25,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attention_core import AttentionConfig, TransformerEncoder, build_position, sincos_2d_table
+from attention_core import (
+    AttentionConfig,
+    Dropout,
+    TransformerEncoder,
+    build_position,
+    sincos_2d_table,
+)
 
 __all__ = [
     "AST_POSITIONS",
@@ -157,7 +163,7 @@ class AudioSpectrogramTransformer(nn.Module):
                 str(pos), dim=dim, num_heads=cfg.num_heads, max_len=1 + cfg.num_patches,
                 grid=self.grid_size, num_prefix_tokens=self.num_prefix_tokens,
             )  # fmt: skip
-        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        self.pos_drop = Dropout(cfg.drop_rate)
         self.encoder = TransformerEncoder(
             dim,
             cfg.depth,
@@ -237,7 +243,7 @@ class CNNBaseline(nn.Module):
                 layers.append(nn.MaxPool2d(2))
             c_in = c
         self.features = nn.Sequential(*layers)
-        self.drop = nn.Dropout(cfg.drop_rate)
+        self.drop = Dropout(cfg.drop_rate)
         bands = cfg.n_mels // 2 ** (len(cfg.channels) - 1)
         if bands < 1:
             raise ValueError(f"{len(cfg.channels)} CNN blocks halve {cfg.n_mels} mels to nothing")

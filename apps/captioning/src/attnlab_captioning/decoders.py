@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from attention_core import (
     AdditiveAttention,
     AttentionConfig,
+    Dropout,
     TransformerDecoder,
     build_position,
     capture_attention,
@@ -75,7 +76,7 @@ class LSTMDecoder(nn.Module):
         self.init_h = nn.Linear(feature_dim, hidden_dim)
         self.init_c = nn.Linear(feature_dim, hidden_dim)
         self.cell = nn.LSTMCell(embed_dim + feature_dim, hidden_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out_h = nn.Linear(hidden_dim, embed_dim)  # L_h
         self.out_z = nn.Linear(feature_dim, embed_dim, bias=False)  # L_z
         self.head = nn.Linear(embed_dim, vocab_size)  # L_o
@@ -164,7 +165,7 @@ class TransformerCaptionDecoder(nn.Module):
         self.pos, attn_pos = build_position(
             attention.pos or DECODER_POSITIONS[0], dim=dim, num_heads=num_heads, max_len=max_len
         )
-        self.pos_drop = nn.Dropout(dropout)
+        self.pos_drop = Dropout(dropout)
         self.decoder = TransformerDecoder(
             dim,
             depth,

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -270,7 +271,8 @@ class ForecastData(AttnlabDataModule):
     """Windows of a multivariate series, split by time and z-scored with train statistics.
 
     The split, its rows and windows per part and the date format read are printed when the
-    data is set up; the model's ``channels`` come from the data.
+    data is set up; the model's ``channels``, and its input and output lengths when the model
+    does not set them, come from the data.
 
     Args:
         dataset: the series. Your own file: --data.csv FILE; the others are read from
@@ -285,6 +287,9 @@ class ForecastData(AttnlabDataModule):
             and epoch seconds).
         split: ett (ETT's 12/4/4 months) or ratio (70/10/20 % by time); default: the
             dataset's own split, ett for a CSV named like an ETT file, else ratio.
+        seq_len: input steps a window shows the model (L).
+        horizon: steps to forecast (H); 96, 192, 336 and 720 in the long-horizon papers.
+        pred_len: the former name of ``horizon`` (warns).
         task: M = all columns to all, S = target to target, MS = all columns to target.
         fill: ffill, linear or zero to fill empty cells (default: an empty cell is an error).
         channels: columns of the synthetic series (a CSV has as many as it has).
@@ -298,7 +303,8 @@ class ForecastData(AttnlabDataModule):
         csv: str | None = None,
         download: bool = False,
         seq_len: int = 96,
-        pred_len: int = 96,
+        horizon: int = 96,
+        pred_len: int | None = None,
         task: str = "M",
         target: str = "OT",
         split: str | None = None,
@@ -329,7 +335,17 @@ class ForecastData(AttnlabDataModule):
                 "--data.csv with a file"
             )
         self.dataset, self.root, self.csv, self.download = dataset, root, csv, download
-        self.seq_len, self.pred_len = seq_len, pred_len
+        if pred_len is not None:
+            warnings.warn(
+                "--data.pred_len is deprecated, use --data.horizon", FutureWarning, stacklevel=2
+            )
+            horizon = pred_len
+        if seq_len < 1 or horizon < 1:
+            raise ValueError(
+                f"seq_len and horizon must be at least 1 step, got {seq_len} and {horizon}"
+            )
+        # ``pred_len`` stays the name inside (the models' and the literature's).
+        self.seq_len, self.horizon, self.pred_len = seq_len, horizon, horizon
         self.task, self.target = task, target
         self.date_column, self.date_format, self.fill = date_column, date_format, fill
         self.n_steps, self.channels, self.noise_std = n_steps, channels, noise_std

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from attention_core import (
     AttentionConfig,
     AttentionPosition,
+    Dropout,
     TransformerDecoder,
     TransformerEncoder,
     build_position,
@@ -249,9 +250,9 @@ class PatchTST(nn.Module):
             self.pos_table, attn_pos = build_position(
                 str(attention.pos), dim=cfg.dim, num_heads=cfg.num_heads, max_len=self.num_patches
             )
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.encoder = _encoder(cfg, attention, self.num_patches, cfg.norm, attn_pos)
-        self.head_drop = nn.Dropout(cfg.head_dropout)
+        self.head_drop = Dropout(cfg.head_dropout)
         self.head = nn.Linear(self.num_patches * cfg.dim, cfg.pred_len * cfg.num_quantiles)
 
     def forward(self, x: Tensor, marks: Tensor | None = None) -> Tensor:
@@ -300,7 +301,7 @@ class iTransformer(nn.Module):
             )
         self.revin = _revin(cfg)
         self.embed = nn.Linear(cfg.seq_len, cfg.dim)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.encoder = _encoder(cfg, attention, cfg.channels, "layer")
         self.head = nn.Linear(cfg.dim, cfg.pred_len * cfg.num_quantiles)
 
@@ -353,7 +354,7 @@ class TransformerForecaster(nn.Module):
         self.pos_table, attn_pos = build_position(
             str(attention.pos), dim=cfg.dim, num_heads=cfg.num_heads, max_len=total
         )
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.encoder = _encoder(cfg, attention, cfg.seq_len, "layer", attn_pos)
         self.decoder = TransformerDecoder(
             cfg.dim,

@@ -51,8 +51,8 @@ class ForecastModule(AttnlabModule):
     def __init__(
         self,
         model: str = "patchtst",
-        seq_len: int = 96,
-        pred_len: int = 96,
+        seq_len: int | None = None,
+        pred_len: int | None = None,
         channels: int | None = None,
         dim: int = 64,
         depth: int = 2,
@@ -81,7 +81,10 @@ class ForecastModule(AttnlabModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["backend", "window"])
-        channels = 1 if channels is None else channels  # None: configure_from_data rebuilds
+        # None: a placeholder size that configure_from_data rebuilds with the data's.
+        channels = 1 if channels is None else channels
+        seq_len = 96 if seq_len is None else seq_len
+        pred_len = 96 if pred_len is None else pred_len
         attention = _with_former_flags(AttentionConfig.coerce(attention), backend, window)
         cross_attention = AttentionConfig.coerce(cross_attention)
         # Plain data in the checkpoint: it is loaded weights-only.
@@ -147,8 +150,17 @@ class ForecastModule(AttnlabModule):
         if not hasattr(dm, "seq_len"):
             return
         hp = self.hparams
-        if hp.channels is None and dm.in_columns:
-            self._build_for_channels(dm.num_channels)
+        unset = {
+            name: value
+            for name, value in (
+                ("channels", dm.num_channels if dm.in_columns else None),
+                ("seq_len", dm.seq_len),
+                ("pred_len", dm.pred_len),
+            )
+            if hp.get(name) is None and value is not None
+        }
+        if unset:
+            self._build_from_data(**unset)
         mismatch = [
             f"{name}: model {getattr(hp, name)} vs data {value}"
             for name, value in (
@@ -175,11 +187,13 @@ class ForecastModule(AttnlabModule):
             self.mase_scale = torch.as_tensor(dm.mase_scale, dtype=torch.float64)
         self.noise_floor = dm.noise_floor
 
-    def _build_for_channels(self, channels: int) -> None:
-        """The model and scaler buffers for ``channels`` input series, from the hyper-parameters
-        (``__init__`` built a placeholder when ``channels`` was not given)."""
+    def _build_from_data(self, **sizes: int) -> None:
+        """The model and scaler buffers rebuilt with the data's ``channels``, ``seq_len`` or
+        ``pred_len`` where the hyper-parameters left them unset (``__init__`` built a
+        placeholder); the sizes are saved with the checkpoint."""
         hp = self.hparams
-        hp["channels"] = channels
+        hp.update(sizes)
+        channels = hp.channels
         self.model = build_model(
             hp.model,
             seq_len=hp.seq_len,
@@ -356,11 +370,11 @@ class ForecastModule(AttnlabModule):
         return {"pred": self._outputs(batch)}
 
     def example_inputs(self) -> tuple[Tensor, ...]:
-        hp = self.hparams
+        cfg = self.model.cfg  # the sizes built, placeholders included
         g = torch.Generator().manual_seed(0)
-        x = torch.randn(2, hp.seq_len, hp.channels, generator=g)
+        x = torch.randn(2, cfg.seq_len, cfg.channels, generator=g)
         if self.uses_marks:
-            return (x, torch.rand(2, hp.seq_len + hp.pred_len, 4, generator=g) - 0.5)
+            return (x, torch.rand(2, cfg.seq_len + cfg.pred_len, 4, generator=g) - 0.5)
         return (x,)
 
     def export_model(self) -> nn.Module:

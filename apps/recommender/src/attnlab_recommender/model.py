@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from attention_core import (
     AttentionConfig,
+    Dropout,
     KVCache,
     TransformerEncoder,
     build_position,
@@ -130,7 +131,7 @@ class SequentialRecommender(nn.Module):
             self.pos_embedding, in_attention = build_position(
                 att.pos, dim=cfg.dim, num_heads=cfg.num_heads, max_len=cfg.max_len
             )
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.encoder = TransformerEncoder(
             cfg.dim,
             cfg.depth,

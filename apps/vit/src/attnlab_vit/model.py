@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from attention_core import (
     AttentionConfig,
     AttentionPosition,
+    Dropout,
     MultiHeadAttention,
     TransformerEncoderBlock,
     build_position,
@@ -334,7 +335,7 @@ class VisionTransformer(nn.Module):
             )
             if added is not None:
                 self.pos_sincos = added
-        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        self.pos_drop = Dropout(cfg.drop_rate)
         rates = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
         self.blocks = nn.ModuleList(
             TransformerEncoderBlock(
@@ -360,7 +361,7 @@ class VisionTransformer(nn.Module):
         self.fc_norm = norm_layer(dim) if avg else nn.Identity()
         if cfg.global_pool == "seq":
             self.attn_pool = nn.Linear(dim, 1)
-        self.head_drop = nn.Dropout(cfg.drop_rate)
+        self.head_drop = Dropout(cfg.drop_rate)
         self.head = nn.Linear(dim, cfg.num_classes)
         self.reset_parameters()
 

@@ -26,6 +26,7 @@ from .blocks import (
 )
 from .classic import AdditiveAttention, DotProductAttention
 from .config import POSITIONS, AttentionConfig, build_position
+from .dropout import Dropout, dropout
 from .kv_cache import KVCache
 from .maps import AttentionMaps, attention_layers, attention_rollout, capture_attention
 from .mha import MultiHeadAttention, set_backend
@@ -63,6 +64,7 @@ __all__ = [
     "BackendOption",
     "DotProductAttention",
     "DropPath",
+    "Dropout",
     "KVCache",
     "LayerScale",
     "LearnedPositionalEncoding",
@@ -86,6 +88,7 @@ __all__ = [
     "capture_attention",
     "causal_mask",
     "drop_path",
+    "dropout",
     "favor_projection",
     "get_backend",
     "list_backends",

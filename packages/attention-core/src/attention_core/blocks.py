@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import AttentionConfig
+from .dropout import Dropout
 from .kv_cache import KVCache
 from .mha import MultiHeadAttention
 from .positional import AttentionPosition
@@ -46,10 +47,10 @@ class Mlp(nn.Module):
         out_features = out_features or in_features
         self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
         self.act = act_layer()
-        self.drop1 = nn.Dropout(drop)
+        self.drop1 = Dropout(drop)
         self.norm = nn.Identity()
         self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
-        self.drop2 = nn.Dropout(drop)
+        self.drop2 = Dropout(drop)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))

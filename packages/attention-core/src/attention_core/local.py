@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .dropout import dropout
 from .masks import _math, _softmax, causal_mask
 
 
@@ -108,10 +109,10 @@ def _local(
         gweights, weights = joint.split([g, span], dim=-1)
     else:
         weights = _softmax(scores)  # (B, H, nb, Bq, Bk)
-    dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+    dropped = dropout(weights, dropout_p) if dropout_p > 0 else weights
     out = torch.einsum("bhnqk,bhndk->bhnqd", dropped, vb)  # (B, H, nb, Bq, Dv)
     if g:
-        gdropped = F.dropout(gweights, p=dropout_p) if dropout_p > 0 else gweights
+        gdropped = dropout(gweights, dropout_p) if dropout_p > 0 else gweights
         out = out + torch.einsum("bhnqg,bhgd->bhnqd", gdropped, v[:, :, :g])
     out = out.reshape(b, h, nb * block, -1)[:, :, :lq]
     # Queries at the global positions attend to every key (a few dense rows).

@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .dropout import dropout
 
 __all__ = ["causal_mask", "normalize_mask"]
 
@@ -169,5 +170,5 @@ def _math(
     scale: float,
 ) -> tuple[Tensor, Tensor]:
     weights = _softmax(_math_scores(q, k, mask, scale), masked=mask is not None)  # (B, H, Lq, Lk)
-    dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+    dropped = dropout(weights, dropout_p) if dropout_p > 0 else weights
     return torch.matmul(dropped, v), weights  # (B, H, Lq, D)

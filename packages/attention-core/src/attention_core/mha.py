@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from .attention import attention_weights, run_backend
 from .config import AttentionConfig
+from .dropout import Dropout
 from .kv_cache import KVCache
 from .positional import AttentionPosition
 from .registry import Backend, get_backend
@@ -88,9 +89,9 @@ class MultiHeadAttention(nn.Module):
             self.v_proj = nn.Linear(vdim or dim, kv_dim, bias=qkv_bias)
         self.q_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
-        self.attn_drop = nn.Dropout(attn_drop)
+        self.attn_drop = Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = Dropout(proj_drop)
         self.pos = pos
         self._attention_sink = None
         self.backend = "auto"

@@ -17,6 +17,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .dropout import Dropout
+
 __all__ = [
     "ALiBi",
     "AttentionPosition",
@@ -68,7 +70,7 @@ class SinusoidalPositionalEncoding(nn.Module):
     def __init__(self, dim: int, max_len: int = 4096, base: float = 10000.0, dropout: float = 0.0):
         super().__init__()
         self.register_buffer("table", sinusoidal_table(max_len, dim, base), persistent=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         length = x.shape[1]
@@ -86,7 +88,7 @@ class LearnedPositionalEncoding(nn.Module):
     def __init__(self, dim: int, max_len: int, dropout: float = 0.0, init_std: float = 0.02):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(max_len, dim) * init_std)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         length = x.shape[1]
