@@ -64,7 +64,7 @@ def test_ratio_split_is_7_1_2_by_time() -> None:
 
 
 def test_datamodule_test_window_count(series_csv: Path) -> None:
-    dm = ForecastData(csv=str(series_csv), seq_len=48, pred_len=24, batch_size=16)
+    dm = ForecastData(csv=str(series_csv), seq_len=48, horizon=24, batch_size=16)
     dm.setup("fit")
     start, end = dm.borders[2]
     assert len(dm.test_set) == (end - start) - 48 - 24 + 1
@@ -74,7 +74,7 @@ def test_datamodule_test_window_count(series_csv: Path) -> None:
 
 
 def test_scaler_uses_training_rows_only(series_csv: Path, tmp_path: Path) -> None:
-    dm = ForecastData(csv=str(series_csv), seq_len=48, pred_len=24)
+    dm = ForecastData(csv=str(series_csv), seq_len=48, horizon=24)
     dm.setup("fit")
     train_end = dm.borders[0][1]
     lines = series_csv.read_text().splitlines()
@@ -85,7 +85,7 @@ def test_scaler_uses_training_rows_only(series_csv: Path, tmp_path: Path) -> Non
         lines[row] = ",".join(cells)
     changed = tmp_path / "changed.csv"
     changed.write_text("\n".join(lines) + "\n")
-    dm2 = ForecastData(csv=str(changed), seq_len=48, pred_len=24)
+    dm2 = ForecastData(csv=str(changed), seq_len=48, horizon=24)
     dm2.setup("fit")
     assert dm.scaler is not None and dm2.scaler is not None
     np.testing.assert_array_equal(dm.scaler.mean, dm2.scaler.mean)
@@ -95,7 +95,7 @@ def test_scaler_uses_training_rows_only(series_csv: Path, tmp_path: Path) -> Non
     cells[1] = "12345.0"
     lines[10] = ",".join(cells)
     changed.write_text("\n".join(lines) + "\n")
-    dm3 = ForecastData(csv=str(changed), seq_len=48, pred_len=24)
+    dm3 = ForecastData(csv=str(changed), seq_len=48, horizon=24)
     dm3.setup("fit")
     assert dm3.scaler is not None and dm3.scaler.mean[0] != dm.scaler.mean[0]
 
@@ -110,12 +110,12 @@ def test_scaler_round_trip() -> None:
 
 def test_tasks_select_channels(series_csv: Path) -> None:
     for task, n_in, n_out in (("M", 3, 3), ("S", 1, 1), ("MS", 3, 1)):
-        dm = ForecastData(csv=str(series_csv), seq_len=48, pred_len=24, task=task, target="OT")
+        dm = ForecastData(csv=str(series_csv), seq_len=48, horizon=24, task=task, target="OT")
         dm.setup("fit")
         item = dm.train_set[0]
         assert item["x"].shape == (48, n_in) and item["y"].shape == (24, n_out)
         assert dm.out_columns == (["a", "b", "OT"] if task == "M" else ["OT"])
-    ms = ForecastData(csv=str(series_csv), seq_len=48, pred_len=24, task="MS", target="OT")
+    ms = ForecastData(csv=str(series_csv), seq_len=48, horizon=24, task="MS", target="OT")
     ms.setup("fit")
     item = ms.train_set[3]
     torch.testing.assert_close(item["y"][:, 0], ms.train_set[3 + 48]["x"][:24, 2])
@@ -178,10 +178,10 @@ def test_nan_gap_is_an_error_unless_filled(write_csv: Callable[..., Path]) -> No
 def test_series_shorter_than_window(write_csv: Callable[..., Path]) -> None:
     h = _hours(30)
     path = write_csv([["date", "a"], *([t, i] for i, t in enumerate(h))])
-    dm = ForecastData(csv=str(path), seq_len=24, pred_len=12)
+    dm = ForecastData(csv=str(path), seq_len=24, horizon=12)
     with pytest.raises(
         ValueError,
-        match=r"series\.csv: the series has 30 rows, fewer than seq_len \+ pred_len = 36",
+        match=r"series\.csv: the series has 30 rows, fewer than seq_len \+ horizon = 36",
     ):
         dm.setup("fit")
 
@@ -208,7 +208,7 @@ def test_bad_date_and_ragged_rows(write_csv: Callable[..., Path]) -> None:
 def test_missing_file_and_unknown_target(tmp_path: Path, series_csv: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nope\.csv does not exist"):
         read_series_csv(tmp_path / "nope.csv")
-    dm = ForecastData(csv=str(series_csv), task="S", target="missing", seq_len=48, pred_len=24)
+    dm = ForecastData(csv=str(series_csv), task="S", target="missing", seq_len=48, horizon=24)
     with pytest.raises(ValueError, match=r"target column 'missing' is not among"):
         dm.setup("fit")
 
@@ -258,7 +258,7 @@ def test_registry_checksums_match_the_manifest() -> None:
 
 @pytest.mark.data
 def test_etth1_protocol(etth1_root: Path) -> None:
-    dm = ForecastData(dataset="etth1", root=str(etth1_root), seq_len=336, pred_len=96)
+    dm = ForecastData(dataset="etth1", root=str(etth1_root), seq_len=336, horizon=96)
     dm.setup("fit")
     assert len(dm.test_set) == 2785  # docs/anchors.md: all 2,785 test windows at L=336, H=96
     assert len(dm.test_set) == (14400 - (11520 - 336)) - 336 - 96 + 1
@@ -269,7 +269,7 @@ def test_etth1_protocol(etth1_root: Path) -> None:
 
 @pytest.mark.data
 def test_ili_protocol(ili_root: Path) -> None:
-    dm = ForecastData(dataset="ili", root=str(ili_root), seq_len=36, pred_len=24)
+    dm = ForecastData(dataset="ili", root=str(ili_root), seq_len=36, horizon=24)
     dm.setup("fit")
     assert dm.borders[2] == (966 - 193 - 36, 966)
     assert len(dm.test_set) == 193 + 36 - 36 - 24 + 1

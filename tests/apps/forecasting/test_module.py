@@ -80,7 +80,9 @@ def test_test_metrics_cover_every_window_exactly(tmp_path: Path) -> None:
 
 def test_mismatched_lengths_are_a_clear_error(tmp_path: Path) -> None:
     module = ForecastModule(model="dlinear", **{**SMALL, "pred_len": 24})
-    with pytest.raises(ValueError, match=r"pred_len: model 24 vs data 12"):
+    with pytest.raises(
+        ValueError, match=r"pred_len: model 24 vs data 12 \(--data.horizon\)\); leave the model.s"
+    ):
         _trainer(tmp_path, fast_dev_run=True).fit(module, datamodule=_data())
 
 

@@ -111,7 +111,7 @@ def test_split_is_named_for_each_kind_of_file(
     ett = _write(tmp_path / "ETTh1.csv", _hourly(n), 3)
     mine = _write(tmp_path / "mine.csv", _hourly(n), 3)
 
-    dm = ForecastData(csv=str(ett), seq_len=24, pred_len=12)
+    dm = ForecastData(csv=str(ett), seq_len=24, horizon=12)
     dm.setup("fit")
     assert dm.split == "ett_hour" and dm.borders[0] == (0, 12 * 720)
     out = capsys.readouterr().out
@@ -120,7 +120,7 @@ def test_split_is_named_for_each_kind_of_file(
     assert f"train {12 * 720} rows / {windows} windows" in out
     assert len(dm.train_set) == windows
 
-    dm = ForecastData(csv=str(mine), seq_len=24, pred_len=12)
+    dm = ForecastData(csv=str(mine), seq_len=24, horizon=12)
     dm.setup("fit")
     assert dm.split == "ratio"
     assert "split ratio (70/10/20 % by time; the default for a CSV" in capsys.readouterr().out

@@ -242,7 +242,7 @@ class WindowDataset(Dataset[dict[str, Tensor]]):
         self.count = len(values) - seq_len - pred_len + 1
         if self.count < 1:
             raise ValueError(
-                f"a split of {len(values)} rows is shorter than seq_len + pred_len = "
+                f"a split of {len(values)} rows is shorter than seq_len + horizon = "
                 f"{seq_len} + {pred_len}; shorten them or give a longer series"
             )
 
@@ -448,7 +448,7 @@ class ForecastData(AttnlabDataModule):
         if len(series) < need:
             raise ValueError(
                 f"{series.source}: the series has {len(series)} rows, fewer than seq_len + "
-                f"pred_len = {need}; use a shorter input or horizon"
+                f"horizon = {need}; use a shorter input or horizon"
             )
         path = self.source_path
         info = self.info if self.csv is None else None

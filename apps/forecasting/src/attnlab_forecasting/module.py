@@ -161,25 +161,26 @@ class ForecastModule(AttnlabModule):
         }
         if unset:
             self._build_from_data(**unset)
+        # (model hyper-parameter, data value, the data option that sets it)
+        sizes = (
+            ("seq_len", dm.seq_len, "--data.seq_len"),
+            ("pred_len", dm.pred_len, "--data.horizon"),
+            ("channels", dm.num_channels if dm.in_columns else hp.channels, None),
+        )
         mismatch = [
             f"{name}: model {getattr(hp, name)} vs data {value}"
-            for name, value in (
-                ("seq_len", dm.seq_len),
-                ("pred_len", dm.pred_len),
-                ("channels", dm.num_channels if dm.in_columns else hp.channels),
-            )
+            + (f" ({option})" if option else "")
+            for name, value, option in sizes
             if getattr(hp, name) != value
         ]
         if mismatch:
             hint = (
-                "; drop --model.channels (the data's input columns are counted)"
+                "drop --model.channels (the data's input columns are counted)"
                 if any(m.startswith("channels") for m in mismatch)
-                else ""
+                else "leave the model's lengths unset (they follow the data) or set the data's "
+                "to the model's (a checkpoint keeps its own)"
             )
-            raise ValueError(
-                "model and data disagree (" + "; ".join(mismatch) + "); set --model.X and "
-                "--data.X to the same value" + hint
-            )
+            raise ValueError("model and data disagree (" + "; ".join(mismatch) + "); " + hint)
         if dm.scaler is not None:
             self.scaler_mean.copy_(torch.as_tensor(dm.scaler.mean, dtype=torch.float32))
             self.scaler_std.copy_(torch.as_tensor(dm.scaler.std, dtype=torch.float32))
