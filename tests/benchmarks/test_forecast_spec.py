@@ -44,6 +44,8 @@ def test_full_runs_are_the_shipped_configs_at_every_horizon() -> None:
         "attnlab forecast fit --config etth1 --data.dataset=ili --data.seq_len=104 "
         "--data.horizon=48 --seed_everything=2021"
     )
+    assert "--model.period=52" in by_name["ili-seasonal_naive-h24"].overrides  # weekly rows
+    assert "--model.period=52" not in by_name["seasonal_naive-h96"].overrides
     assert by_name["itransformer-h96"].configs[0] == "etth1_itransformer"
     revin = [
         r for r in etth1 if r.labels["model"] == "dlinear_revin" and r.labels["horizon"] == 720
