@@ -114,6 +114,12 @@ def available_memory_mb() -> float | None:
     return None
 
 
+def quick_mode() -> bool:
+    """``ATTNLAB_BENCH_QUICK`` set (and not 0): the programs of their own (``core``,
+    ``train_step``) run a cut-down version for smoke tests."""
+    return os.environ.get("ATTNLAB_BENCH_QUICK", "") not in ("", "0")
+
+
 def environment() -> dict[str, Any]:
     """What a result depends on: library versions, threads, CPU, python, date, load."""
     import torch

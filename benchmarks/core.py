@@ -36,7 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.common import InterleavedTimings, environment, time_interleaved, write_results
+from benchmarks.common import (
+    InterleavedTimings,
+    environment,
+    quick_mode,
+    time_interleaved,
+    write_results,
+)
 
 NAME = "core"
 DTYPE = torch.float32
@@ -59,10 +65,6 @@ LABELS = {
     "timm": "timm Attention",
 }
 PASSES = {"forward": "fwd", "forward_backward": "fwd+bwd"}
-
-
-def _quick() -> bool:
-    return os.environ.get("ATTNLAB_BENCH_QUICK", "") not in ("", "0")
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,7 +525,7 @@ def main() -> None:
     from benchmarks._core_memory import memory_ratios, run_memory
 
     start = time.perf_counter()
-    quick = _quick()
+    quick = quick_mode()
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - start:6.1f}s] {msg}", flush=True)

@@ -18,7 +18,6 @@ Writes ``results/train_step.json`` (the keys ``python -m benchmarks readme`` rea
 from __future__ import annotations
 
 import copy
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,16 +30,13 @@ from benchmarks.common import (
     environment,
     environment_markdown,
     markdown_table,
+    quick_mode,
     time_interleaved,
     write_results,
 )
 
 NAME = "train_step"
 MASK_OPS = ("aten::bernoulli_", "aten::uniform_")
-
-
-def _quick() -> bool:
-    return os.environ.get("ATTNLAB_BENCH_QUICK", "") not in ("", "0")
 
 
 def _patchtst(quick: bool) -> tuple[nn.Module, Callable[[nn.Module], Tensor], dict[str, Any]]:
@@ -200,7 +196,7 @@ def build_markdown(data: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    quick = _quick()
+    quick = quick_mode()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     start = time.perf_counter()

@@ -34,7 +34,7 @@ def test_the_before_variant_is_the_same_model_with_torch_dropout(label: str) -> 
     assert torch.equal(loss(ours), loss(before))
 
 
-def test_quick_measurement_and_table(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quick_measurement_and_table() -> None:
     rows = train_step.measure(quick=True)
     assert [r["model"] for r in rows] == list(train_step.MODELS)
     for r in rows:
