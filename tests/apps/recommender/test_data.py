@@ -153,6 +153,29 @@ def test_datamodule_batches(seq_file: Path) -> None:
         RecDataModule(dataset="netflix")
 
 
+def test_bucketed_batches_cover_every_user_once_and_pad_less(tmp_path: Path) -> None:
+    # 400 users: most with 3-5 items, every tenth with 60; batches of 16
+    lines = [
+        f"{u} " + " ".join(str(1 + (u + k) % 90) for k in range(60 if u % 10 == 0 else 3 + u % 3))
+        for u in range(400)
+    ]
+    path = tmp_path / "skewed.txt"
+    path.write_text("\n".join(lines) + "\n")
+
+    def epoch(bucket: bool) -> list[torch.Tensor]:
+        dm = RecDataModule(
+            dataset="sequences", path=str(path), batch_size=16, bucket_by_length=bucket
+        )
+        dm.setup("fit")
+        return [b["seq"] for b in dm.train_dataloader()]
+
+    plain, bucketed = epoch(False), epoch(True)
+    rows = lambda batches: sorted(tuple(r[r > 0].tolist()) for b in batches for r in b)  # noqa: E731
+    assert rows(bucketed) == rows(plain)  # the same training sequences, each once
+    cells = lambda batches: sum(b.numel() for b in batches)  # noqa: E731
+    assert cells(bucketed) < 0.35 * cells(plain)
+
+
 def test_movielens_without_data_explains_missing_checksum(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ATTNLAB_DATA_DIR", raising=False)
     with pytest.raises(FileNotFoundError, match="no sha256 could be verified"):

@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from attnlab.data import AttnlabDataModule
+from attnlab.data import AttnlabDataModule, LengthBucketSampler
 from attnlab.datasets import DownloadError, data_root, fetch
 
 from .readers import (
@@ -151,6 +151,9 @@ class RecDataModule(AttnlabDataModule):
         predict_history: item histories for `predict` (JSON lists or `history,item` CSV).
         max_interactions: a file with more interactions is refused (the default takes
             MovieLens-20M; each costs about 400 bytes of memory while read).
+        bucket_by_length: training batches of users with similar history lengths (a shuffled
+            order, every user once an epoch) so batches are padded less: on Beauty a step
+            takes about half the time. Each batch's loss is still the mean over its positions.
     """
 
     def __init__(
@@ -172,6 +175,7 @@ class RecDataModule(AttnlabDataModule):
         eval_batch_size: int = 256,
         num_workers: int = 0,
         seed: int = 0,
+        bucket_by_length: bool = False,
     ):
         super().__init__(
             batch_size=batch_size,
@@ -204,6 +208,7 @@ class RecDataModule(AttnlabDataModule):
         self.predict_history = predict_history
         self.predict_users = predict_users
         self.max_interactions = max_interactions
+        self.bucket_by_length = bucket_by_length
         self.data: SequenceData | None = None
         self.splits: Split | None = None
         self.generator: TasteDrift | None = None
@@ -326,7 +331,12 @@ class RecDataModule(AttnlabDataModule):
 
     def train_dataloader(self) -> Any:
         self.collate_fn = collate_train
-        return self._loader(self.train_set, "train", shuffle=True)
+        if not self.bucket_by_length:
+            return self._loader(self.train_set, "train", shuffle=True)
+        assert isinstance(self.train_set, TrainSequences)  # set in setup()
+        lengths = [len(s) for s in self.train_set.seqs]
+        order = LengthBucketSampler(lengths, self.batch_size, self._shuffle_generator())
+        return self._loader(self.train_set, "train", sampler=order)
 
     def _eval_loader(self, dataset: Any, stage: str) -> Any:
         self.collate_fn = collate_eval

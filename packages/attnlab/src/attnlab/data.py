@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 __all__ = [
     "AttnlabDataModule",
+    "LengthBucketSampler",
     "csv_rows",
     "delimiter_hint",
     "not_utf8",
@@ -77,6 +78,61 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], li
     if val_fraction > 0 and n_val == 0 and n > 1:
         n_val = 1
     return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+class LengthBucketSampler(Sampler[int]):
+    """A shuffled order whose consecutive ``batch_size`` chunks hold samples of similar length.
+
+    Why: variable-length samples are padded to the longest in their batch, and a random batch of
+    short item histories is padded to its one long outlier (on Beauty the median history is 4
+    items, a random batch of 128 is about 50 wide), so most of the encoder's work is padding.
+    Each epoch: a random permutation, cut into pools of ``pool_batches * batch_size`` samples;
+    each pool is sorted by length and cut into batches; the full batches are shuffled, and the
+    one partial batch (if ``len(lengths)`` is not a multiple of ``batch_size``) comes last so the
+    loader's chunks stay aligned with the batches made here. Every sample appears once an epoch,
+    as with ``shuffle=True``. ``generator`` is the data module's shuffling generator, whose state
+    goes into checkpoints, so a resumed run continues the same order.
+    """
+
+    def __init__(
+        self,
+        lengths: Iterable[int],
+        batch_size: int,
+        generator: torch.Generator,
+        pool_batches: int = 64,
+    ):
+        self.lengths = torch.as_tensor(list(lengths), dtype=torch.long)  # (N,)
+        if len(self.lengths) == 0:
+            raise ValueError("a length-bucketed order needs at least one sample")
+        if batch_size < 1 or pool_batches < 1:
+            raise ValueError(
+                f"batch_size and pool_batches must be >= 1, got {batch_size} and {pool_batches}"
+            )
+        self.batch_size = batch_size
+        self.pool_batches = pool_batches
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batches(self) -> list[list[int]]:
+        """One epoch's batches, in training order (draws from ``generator``)."""
+        n, size = len(self.lengths), self.batch_size
+        perm = torch.randperm(n, generator=self.generator)  # (N,)
+        pool = size * self.pool_batches
+        full: list[list[int]] = []
+        partial: list[list[int]] = []
+        for start in range(0, n, pool):
+            chunk = perm[start : start + pool]
+            chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+            for batch in chunk.split(size):
+                (full if len(batch) == size else partial).append(batch.tolist())
+        order = torch.randperm(len(full), generator=self.generator).tolist()
+        return [full[i] for i in order] + partial
+
+    def __iter__(self) -> Iterator[int]:
+        for batch in self.batches():
+            yield from batch
 
 
 class AttnlabDataModule(pl.LightningDataModule):
