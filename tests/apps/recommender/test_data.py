@@ -176,6 +176,15 @@ def test_bucketed_batches_cover_every_user_once_and_pad_less(tmp_path: Path) -> 
     assert cells(bucketed) < 0.35 * cells(plain)
 
 
+def test_validation_serves_longest_histories_first(seq_file: Path) -> None:
+    dm = RecDataModule(dataset="sequences", path=str(seq_file), batch_size=2, eval_batch_size=2)
+    dm.setup("fit")
+    widths = [int((h > 0).sum(1).max()) for h in (b["history"] for b in dm.val_dataloader())]
+    assert widths == sorted(widths, reverse=True) and widths[0] > widths[-1]
+    served = sorted(int(u) for b in dm.val_dataloader() for u in b["user"])
+    assert served == sorted(u for u, _, _ in dm.splits.val)  # every case, once
+
+
 def test_movielens_without_data_explains_missing_checksum(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ATTNLAB_DATA_DIR", raising=False)
     with pytest.raises(FileNotFoundError, match="no sha256 could be verified"):
