@@ -19,6 +19,7 @@ import datetime as _dt
 import gc
 import importlib
 import json
+import math
 import os
 import platform
 import resource
@@ -42,6 +43,7 @@ __all__ = [
     "environment",
     "environment_markdown",
     "markdown_table",
+    "mean_std",
     "peak_memory",
     "summarize",
     "time_fn",
@@ -266,6 +268,15 @@ class Stats:
             "n": self.n,
             "samples": [round(s * scale, digits) for s in self.samples],
         }
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation over seeds of the finite values (None, None if there
+    are none; a single value has std 0)."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return None, None
+    return statistics.fmean(finite), (statistics.stdev(finite) if len(finite) > 1 else 0.0)
 
 
 def summarize(samples: Sequence[float]) -> Stats:

@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import markdown_table
+from benchmarks.common import markdown_table, mean_std
 from benchmarks.runner import Benchmark, Run, RunResult
 
 BACKENDS = ("sdpa", "math", "local", "linear", "linformer")
@@ -121,13 +119,6 @@ def runs(scale: str) -> list[Run]:
     return planned
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def tabulate(results: list[RunResult]) -> tuple[dict[str, Any], str]:
     domains: dict[str, dict[str, Any]] = {}
     for r in results:
@@ -148,7 +139,7 @@ def tabulate(results: list[RunResult]) -> tuple[dict[str, Any], str]:
     sections = []
     for name, block in domains.items():
         higher = block["mode"] == "max"
-        base_mean, base_std = _mean_std(block["variants"].get("sdpa", {}).get("values", []))
+        base_mean, base_std = mean_std(block["variants"].get("sdpa", {}).get("values", []))
         reference = block["variants"].pop("reference", None)
         ref_value = reference["values"][0] if reference and reference["values"] else None
         share = None
@@ -159,8 +150,8 @@ def tabulate(results: list[RunResult]) -> tuple[dict[str, Any], str]:
         block["budget_share_of_full_quality"] = share
         rows = []
         for variant, entry in block["variants"].items():
-            mean, std = _mean_std(entry["values"])
-            speed, _ = _mean_std(entry["samples_per_cpu_s"])
+            mean, std = mean_std(entry["values"])
+            speed, _ = mean_std(entry["samples_per_cpu_s"])
             entry.update(mean=mean, std=std, samples_per_cpu_s_mean=speed)
             verdict = "n/a"
             if entry["refused"]:

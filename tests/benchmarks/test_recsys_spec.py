@@ -13,25 +13,60 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `benchmarks` is a folder of the checkout, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.recsys import BENCHMARK, DATASETS, MODELS  # noqa: E402
-from benchmarks.runner import execute  # noqa: E402
+from benchmarks.recsys import BENCHMARK, DATASETS, METRICS, MODELS  # noqa: E402
+from benchmarks.runner import Run, RunResult, execute  # noqa: E402
 
 
-def test_full_runs_are_the_shipped_configs() -> None:
+def test_full_runs_are_the_shipped_configs_as_typed() -> None:
     runs = {r.name: r for r in BENCHMARK.planned("full")}
-    assert len(runs) == len(DATASETS) * len(MODELS)
+    assert len(runs) == len(DATASETS) * (len(MODELS) + 2)  # SASRec+ has three seeds
     assert all(r.needs_data and r.app == "recsys" for r in runs.values())
-    sasrec = runs["sasrec_ce-beauty"]
-    assert sasrec.configs == ("beauty",) and sasrec.overrides == ()
-    assert sasrec.budget == {"cpu_s": 1800.0}
-    assert runs["sasrec_ce-ml-100k"].budget == {"cpu_s": 150.0}
-    assert "--model.loss=bce" in runs["sasrec_bce-ml-100k"].overrides
-    assert runs["bert4rec-beauty"].configs == ("bert4rec_beauty",)
-    assert runs["bert4rec-ml-100k"].overrides == ("--model.model=bert4rec",)
-    cooc = runs["cooccurrence-beauty"]
-    assert cooc.budget == {} and cooc.command().startswith(
-        "attnlab recsys fit --config beauty --model.model=cooccurrence"
+    # nothing added: the config's own budget, only the seed
+    assert all(r.budget == {} for r in runs.values())
+    for seed in (42, 1, 2):
+        sasrec = runs[f"sasrec_ce-beauty-s{seed}"]
+        assert sasrec.command() == f"attnlab recsys fit --config amazon --seed_everything={seed}"
+    assert runs["sasrec_ce-ml-100k-s1"].configs == ("movielens",)
+    assert runs["bert4rec-beauty-s42"].command() == (
+        "attnlab recsys fit --config bert4rec_amazon --seed_everything=42"
     )
+    assert runs["bert4rec-ml-100k-s42"].configs == ("bert4rec_movielens",)
+    assert runs["cooccurrence-beauty-s42"].command() == (
+        "attnlab recsys fit --config amazon --model.model=cooccurrence --seed_everything=42"
+    )
+
+
+def _fake(name: str, model: str, seed: int, ndcg: float) -> RunResult:
+    run = Run(name=name, app="recsys", configs=("amazon",), seed=seed,
+              labels={"dataset": "beauty", "data": "Beauty", "model": model})  # fmt: skip
+    test = {f"test/{m}": ndcg * (2 if "hr" in m else 1) for m in METRICS}
+    metrics = {"test": test, "train": {"cpu_s": 10.0, "epochs": 2.0, "steps": 5}}
+    return RunResult(run, Path("."), metrics, {}, [], 0, "")
+
+
+@pytest.mark.parametrize(
+    ("sasrec", "met"),
+    [
+        ((0.064, 0.062, 0.063), True),  # ahead by .018, spread .002, targets reached
+        ((0.070, 0.046, 0.050), False),  # mean above the baseline, but not by the spread
+        ((0.058, 0.057, 0.059), False),  # ahead, but NDCG@10 below .060
+    ],
+)
+def test_the_goal_needs_the_margin_over_the_spread_and_the_targets(
+    sasrec: tuple[float, ...], met: bool
+) -> None:
+    results = [_fake("cooc", "cooccurrence", 42, 0.044), _fake("pop", "popularity", 42, 0.005)]
+    results += [_fake(f"s{i}", "sasrec_ce", seed, v) for i, (seed, v) in
+                enumerate(zip((42, 1, 2), sasrec))]  # fmt: skip
+    payload, markdown = BENCHMARK.tabulate(results)
+    block = payload["datasets"]["beauty"]
+    assert block["goal_met"] is met
+    goal = block["sasrec_ce"]
+    assert goal["best_baseline"] == "co-occurrence"
+    assert goal["spread"] == pytest.approx(max(sasrec) - min(sasrec))
+    assert goal["ndcg@10"] == pytest.approx(sum(sasrec) / 3)
+    assert ("| met |" in markdown) is met
+    assert "--seed_everything=S (S = 42, 1, 2)" in markdown
 
 
 def test_tiny_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,6 +76,7 @@ def test_tiny_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     payload, markdown = BENCHMARK.tabulate(results)
     json.dumps(payload)  # plain data
     rows = {row["model"]: row for row in payload["rows"]}
+    assert all(row["seeds"] == [42] for row in rows.values())
     assert list(rows) == ["cooccurrence", "sasrec_ce"]  # the table's order: baselines first
     for r in results:
         row, test = rows[r.run.labels["model"]], r.metrics["test"]
@@ -51,7 +87,7 @@ def test_tiny_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         assert 0 < row["ndcg@10"] <= row["hr@10"] <= row["hr@20"] <= 1
         assert row["command"] == r.run.command() and row["command"] in markdown
     sasrec, cooc = rows["sasrec_ce"], rows["cooccurrence"]
-    assert sasrec["budget_cpu_s"] == 3 and sasrec["stopped_by"] == "cpu_budget"
+    assert sasrec["budget_cpu_s"] == 3 and sasrec["stopped_by"] == ["cpu_budget"]
     assert sasrec["steps"] > 1 and sasrec["train_cpu_s"] >= 3
     assert cooc["steps"] == 1 and cooc["budget_cpu_s"] is None
     best = payload["datasets"]["synthetic"]["best"]

@@ -26,6 +26,29 @@ def test_losses_finite_with_gradients(model: str, loss: str) -> None:
     assert module.net.item_embedding.weight.grad is not None
 
 
+def test_the_loss_divides_by_the_running_mean_of_positions_a_batch() -> None:
+    """Not by the batch's own count: a position weighs the same in a batch of short histories
+    as in one of long histories (batches bucketed by length hold very different counts)."""
+    torch.manual_seed(0)
+    module = RecModule(num_items=30, **TINY).train()
+    short = torch.tensor([[1, 2, 3, 0, 0, 0]] * 2)  # 2 x 2 target positions
+    long = torch.tensor([[4, 5, 6, 7, 8, 9]] * 3)  # 3 x 5 target positions
+    # each batch's summed cross-entropy, from a fresh module (first batch: the plain mean)
+    fresh = RecModule(num_items=30, **TINY)
+    fresh.load_state_dict(module.state_dict())
+    sum_short = fresh._sasrec_loss(short).item() * 4
+    fresh.positions_seen = fresh.batches_seen = 0
+    sum_long = fresh._sasrec_loss(long).item() * 15
+
+    assert module._sasrec_loss(short).item() == pytest.approx(sum_short / 4)
+    assert module._sasrec_loss(long).item() == pytest.approx(sum_long / ((4 + 15) / 2))
+    assert module._sasrec_loss(short).item() == pytest.approx(sum_short / ((4 + 15 + 4) / 3))
+    assert (module.positions_seen, module.batches_seen) == (23, 3)
+    module.eval()  # evaluation neither counts nor changes the denominator
+    assert module._sasrec_loss(long).item() == pytest.approx(sum_long / (23 / 3))
+    assert (module.positions_seen, module.batches_seen) == (23, 3)
+
+
 def test_bad_hyperparameters() -> None:
     with pytest.raises(ValueError, match="unknown loss"):
         RecModule(loss="hinge")
@@ -77,6 +100,12 @@ def test_fast_dev_run_and_checkpoint_keeps_item_ids(seq_file: Path, tmp_path: Pa
     trainer.save_checkpoint(ckpt)
     loaded = RecModule.from_checkpoint(ckpt)
     assert loaded.item_ids == module.item_ids
+    # the loss's running position count resumes where it was
+    assert module.batches_seen >= 1 and module.positions_seen > module.batches_seen
+    assert (loaded.positions_seen, loaded.batches_seen) == (
+        module.positions_seen,
+        module.batches_seen,
+    )
     hist = torch.tensor([[1, 2, 3]])
     torch.testing.assert_close(loaded(hist), module.eval()(hist))
     other = RecDataModule(dataset="sequences", path=str(seq_file))

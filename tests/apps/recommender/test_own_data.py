@@ -76,14 +76,17 @@ def test_every_layout_reads_the_same_histories(
         assert raw == HISTORIES, dataset
 
 
-def test_a_path_with_the_synthetic_default_reads_the_file(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("dataset", ["synthetic", "beauty", "ml-100k"])
+def test_a_path_with_a_named_dataset_reads_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], dataset: str
 ) -> None:
-    data = RecDataModule(path=str(write_layout(tmp_path, "pairs"))).load()
+    """`--config amazon --data.path FILE` (the config names beauty) trains on FILE."""
+    path = write_layout(tmp_path, "pairs")
+    data = RecDataModule(dataset=dataset, path=str(path)).load()
     assert data.num_items == 5
-    assert "pairs.txt: 11 line(s) of 2 column(s), users on several lines: read as pairs" in (
-        capsys.readouterr().out
-    )
+    out = capsys.readouterr().out
+    assert "pairs.txt: 11 line(s) of 2 column(s), users on several lines: read as pairs" in out
+    assert (f"reading it instead of the {dataset} dataset" in out) == (dataset != "synthetic")
 
 
 def test_a_wrong_layout_names_what_it_found_and_what_is_accepted(tmp_path: Path) -> None:
@@ -120,7 +123,7 @@ def test_help_lists_the_datasets(capsys: pytest.CaptureFixture[str]) -> None:
     text = " ".join(capsys.readouterr().out.split())
     for entry in ("synthetic = built-in", "ml-100k, ml-1m, ml-20m", "pairs = `user item`",
                   "interactions = `user item timestamp[ rating]`", "sequences = `user item1",
-                  "auto (also when --data.path"):  # fmt: skip
+                  "auto (also whenever --data.path"):  # fmt: skip
         assert entry in text, entry
 
 

@@ -142,8 +142,8 @@ class RecDataModule(AttnlabDataModule):
             - interactions = `user item timestamp[ rating]` a line (commas, tabs, '::' or
               spaces; header optional).
             - sequences = `user item1 item2 ...` one user a line.
-            - auto (also when --data.path is given with synthetic) = one of these three,
-              detected from the file's first lines and printed.
+            - auto (also whenever --data.path is given with a named dataset, e.g. a config's)
+              = one of these three, detected from the file's first lines and printed.
         path: your interaction file (see dataset).
         split: leave_one_out (last item tests, the one before validates) or temporal.
         min_rating: keep interactions rated at least this (interactions with a rating only).
@@ -192,8 +192,12 @@ class RecDataModule(AttnlabDataModule):
             raise ValueError(
                 f"--data.max_interactions must be a positive integer, got {max_interactions!r}"
             )
-        if dataset == "synthetic" and path is not None:
-            dataset = "auto"  # a file given: read it rather than ignore it
+        if path is not None and dataset not in FILE_LAYOUTS:
+            # A file given with a config that names a dataset (`--config amazon --data.path
+            # FILE`): read the file rather than ignore it; its layout is detected and printed.
+            if dataset != "synthetic":
+                _log(f"--data.path {path} given: reading it instead of the {dataset} dataset")
+            dataset = "auto"
         self.dataset = dataset
         self.layout = dataset  # which reader; "auto" is settled when the file is read
         self.root = root

@@ -109,6 +109,9 @@ class RecModule(AttnlabModule):
         if num_items is not None:
             self._build(num_items)
         self._predictions: list[tuple[int, list[int], list[float]]] = []
+        # Target positions and batches trained on so far: the loss's denominator (_position_mean).
+        self.positions_seen = 0
+        self.batches_seen = 0
 
     # ------------------------------------------------------------------ building
     def _build(self, num_items: int) -> None:
@@ -178,7 +181,12 @@ class RecModule(AttnlabModule):
         return self.model
 
     def checkpoint_extras(self) -> dict[str, Any]:
-        return {"item_ids": self.item_ids, "protocol": PROTOCOL}
+        return {
+            "item_ids": self.item_ids,
+            "protocol": PROTOCOL,
+            "positions_seen": self.positions_seen,
+            "batches_seen": self.batches_seen,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Checkpoints from before scale_item_embeddings existed were trained without the scale.
@@ -195,6 +203,8 @@ class RecModule(AttnlabModule):
     def load_checkpoint_extras(self, extras: dict[str, Any]) -> None:
         if extras.get("item_ids") is not None:
             self.item_ids = list(extras["item_ids"])
+        self.positions_seen = int(extras.get("positions_seen", 0))
+        self.batches_seen = int(extras.get("batches_seen", 0))
 
     def forward(self, history: Tensor) -> Tensor:
         return self.scorer(history)
@@ -208,18 +218,37 @@ class RecModule(AttnlabModule):
         pos = targets[valid]  # (P,)
         hp = self.hparams
         if hp.loss == "ce":
-            return self.net.item_cross_entropy(hidden, pos)
+            return self._position_mean(self.net.item_cross_entropy(hidden, pos, "sum"), len(pos))
         n = self.net.cfg.num_items
         neg = torch.randint(1, n + 1, (pos.shape[0], hp.num_negatives), device=seq.device)
         emb = self.net.item_embedding
         pos_logit = (hidden * emb(pos)).sum(-1)  # (P,)
         neg_logit = torch.einsum("pd,pkd->pk", hidden, emb(neg))  # (P, K)
         if hp.loss == "bce":
-            return -(F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit).sum(-1)).mean()
-        # gSASRec (Petrov & Macdonald 2023): calibrate the positive term with beta.
-        alpha = hp.num_negatives / max(1, n - 1)
-        beta = alpha * (hp.gbce_t * (1 - 1 / alpha) + 1 / alpha)
-        return -(beta * F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit).sum(-1)).mean()
+            per_position = -(F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit).sum(-1))
+        else:  # gSASRec (Petrov & Macdonald 2023): calibrate the positive term with beta.
+            alpha = hp.num_negatives / max(1, n - 1)
+            beta = alpha * (hp.gbce_t * (1 - 1 / alpha) + 1 / alpha)
+            per_position = -(beta * F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit).sum(-1))
+        return self._position_mean(per_position.sum(), len(pos))
+
+    def _position_mean(self, total: Tensor, positions: int) -> Tensor:
+        """The summed loss of a batch's target positions over the mean number of positions a
+        training batch has had so far (not this batch's own count).
+
+        Why: every target position then weighs the same in the objective whichever batch it
+        lands in. With random batches this is the batch mean up to a few percent; with batches of
+        similar history length (``--data.bucket_by_length``) a batch of 128 two-item histories
+        holds 256 positions and one of 50-item histories 6,400, and dividing each by its own count
+        would weigh a short history's positions 25 times more. Outside training (or before any
+        training batch) it is the plain mean. The running count is saved with checkpoints.
+        """
+        if self.training and positions > 0:
+            self.positions_seen += positions
+            self.batches_seen += 1
+        if self.batches_seen == 0:
+            return total / max(1, positions)
+        return total / (self.positions_seen / self.batches_seen)
 
     def _bert4rec_loss(self, seq: Tensor) -> Tensor:
         window = last_window(seq, self.net.cfg.max_len)
@@ -231,7 +260,8 @@ class RecModule(AttnlabModule):
         masked[none, last[none]] = True
         inputs = window.masked_fill(masked, self.net.mask_token)
         hidden = self.net.encode(inputs)[masked]  # (P, dim)
-        return self.net.item_cross_entropy(hidden, window[masked])
+        total = self.net.item_cross_entropy(hidden, window[masked], "sum")
+        return self._position_mean(total, int(masked.sum()))
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         if self.hparams.model in BASELINES:
