@@ -152,8 +152,9 @@ class RecDataModule(AttnlabDataModule):
         max_interactions: a file with more interactions is refused (the default takes
             MovieLens-20M; each costs about 400 bytes of memory while read).
         bucket_by_length: training batches of users with similar history lengths (a shuffled
-            order, every user once an epoch) so batches are padded less: on Beauty a step
-            takes about half the time. Each batch's loss is still the mean over its positions.
+            order, every user once an epoch) so batches are padded less: on Beauty a SASRec+
+            step takes 125 ms instead of 200. The loss still weighs every position alike (it
+            divides by the running mean of positions a batch, not the batch's own count).
     """
 
     def __init__(
