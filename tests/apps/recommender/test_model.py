@@ -49,6 +49,26 @@ def test_item_cross_entropy_equals_cross_entropy_over_all_scores(kind: str) -> N
     torch.testing.assert_close(g_fast, g_full)
 
 
+def test_sampled_cross_entropy_is_the_softmax_over_the_target_and_the_draw() -> None:
+    model = _model()  # 40 items
+    hidden = torch.randn(5, 16)
+    targets = torch.tensor([1, 40, 7, 7, 3])
+    torch.manual_seed(3)
+    value = model.sampled_cross_entropy(hidden, targets, 12)
+    torch.manual_seed(3)
+    drawn = torch.randint(1, 41, (12,))  # the same draw, shared by the five positions
+    weight = model.item_embedding.weight
+    expected = 0.0
+    for h, t in zip(hidden, targets):
+        others = [int(i) for i in drawn if i != t]  # a draw of the target itself is left out
+        logits = torch.stack([h @ weight[t], *[h @ weight[i] for i in others]])
+        expected += -torch.log_softmax(logits, 0)[0]
+    torch.testing.assert_close(value, expected)
+    # drawing every item (with repeats) is at least the full softmax's loss
+    full = model.item_cross_entropy(hidden, targets, "sum")
+    assert model.sampled_cross_entropy(hidden, targets, 4000) >= full - 1e-4
+
+
 def test_padding_does_not_change_sasrec_scores() -> None:
     model = _model().eval()
     short = model(torch.tensor([[3, 4, 5]]))

@@ -49,6 +49,20 @@ def test_the_loss_divides_by_the_running_mean_of_positions_a_batch() -> None:
     assert (module.positions_seen, module.batches_seen) == (23, 3)
 
 
+@pytest.mark.parametrize("model", ["sasrec", "bert4rec"])
+def test_sampled_items_replace_the_full_softmax(model: str) -> None:
+    module = RecModule(model=model, num_items=30, ce_sampled_items=8, **TINY)
+    seq = torch.tensor([[1, 2, 3, 4, 0], [5, 6, 7, 8, 9]])
+    calls: list[int] = []
+    net = module.net
+    original = net.sampled_cross_entropy
+    net.sampled_cross_entropy = lambda h, t, k: calls.append(k) or original(h, t, k)  # type: ignore[method-assign]
+    loss = module._bert4rec_loss(seq) if model == "bert4rec" else module._sasrec_loss(seq)
+    assert calls == [8] and torch.isfinite(loss)
+    with pytest.raises(ValueError, match="ce_sampled_items must be >= 0"):
+        RecModule(ce_sampled_items=-1)
+
+
 def test_bad_hyperparameters() -> None:
     with pytest.raises(ValueError, match="unknown loss"):
         RecModule(loss="hinge")

@@ -198,6 +198,26 @@ class SequentialRecommender(nn.Module):
         weight = self.item_embedding.weight[1 : self.cfg.num_items + 1]  # (N, dim)
         return F.cross_entropy(hidden @ weight.T, targets - 1, reduction=reduction)
 
+    def sampled_cross_entropy(self, hidden: Tensor, targets: Tensor, num_sampled: int) -> Tensor:
+        """Cross-entropy of each target against ``num_sampled`` items drawn uniformly (one draw
+        shared by all P positions), summed: (P, dim), (P,) -> scalar.
+
+        Why: the full softmax over a large catalogue is most of a training step on CPU (on
+        Beauty's 12,101 items, 100 of a bucketed step's 125 ms); 2,048 shared samples cost a
+        sixth of it. Uniform sampling needs no log-Q correction (every item is equally likely);
+        a sample equal to a position's own target is masked out of that position's softmax.
+        """
+        n = self.cfg.num_items
+        sampled = torch.randint(1, n + 1, (num_sampled,), device=hidden.device)  # (K,)
+        weight = self.item_embedding.weight
+        target_logit = (hidden * weight[targets]).sum(-1, keepdim=True)  # (P, 1)
+        sampled_logit = hidden @ weight[sampled].T  # (P, K)
+        hit = sampled[None, :] == targets[:, None]  # (P, K) accidental hits
+        sampled_logit = sampled_logit.masked_fill(hit, float("-inf"))
+        logits = torch.cat([target_logit, sampled_logit], dim=1)  # (P, 1 + K): target first
+        zeros = torch.zeros(len(targets), dtype=torch.long, device=hidden.device)
+        return F.cross_entropy(logits, zeros, reduction="sum")
+
     def next_item_hidden(self, history: Tensor) -> Tensor:
         """The state that predicts the next item after each right-padded history: (B, dim)."""
         if self.causal:

@@ -32,7 +32,8 @@ class RecModule(AttnlabModule):
 
     ``model``: ``sasrec`` (causal; ``loss`` ce = SASRec+, bce = original SASRec with
     ``num_negatives`` sampled negatives, gbce = gSASRec), ``bert4rec`` (masked items, full
-    softmax), or a baseline counted from the training sequences: ``popularity`` or
+    softmax; ``ce_sampled_items`` K > 0 makes either cross-entropy a softmax over the target and
+    K items sampled uniformly a step), or a baseline counted from the training sequences: ``popularity`` or
     ``cooccurrence`` (what followed the history's last item). A baseline has nothing to optimise:
     its fit counts (``configure_from_data``), then takes one zero-loss step on a dummy
     parameter (``fit_anchor``: Lightning writes checkpoints only after an optimizer step),
@@ -61,6 +62,7 @@ class RecModule(AttnlabModule):
         attention: AttentionConfig = AttentionConfig(),  # never mutated: resolved() copies
         scale_item_embeddings: bool = True,
         num_negatives: int = 1,
+        ce_sampled_items: int = 0,
         gbce_t: float = 0.75,
         mask_prob: float = 0.2,
         lr: float = 1e-3,
@@ -80,6 +82,10 @@ class RecModule(AttnlabModule):
             raise ValueError("BERT4Rec trains with the masked-item cross-entropy; use loss: ce")
         if num_negatives < 1:
             raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+        if ce_sampled_items < 0:
+            raise ValueError(
+                f"ce_sampled_items must be >= 0 (0: the full softmax), got {ce_sampled_items}"
+            )
         if not 0.0 < mask_prob < 1.0:
             raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
         attention = AttentionConfig.coerce(attention)  # a dict from a checkpoint's hparams
@@ -218,7 +224,7 @@ class RecModule(AttnlabModule):
         pos = targets[valid]  # (P,)
         hp = self.hparams
         if hp.loss == "ce":
-            return self._position_mean(self.net.item_cross_entropy(hidden, pos, "sum"), len(pos))
+            return self._position_mean(self._cross_entropy_sum(hidden, pos), len(pos))
         n = self.net.cfg.num_items
         neg = torch.randint(1, n + 1, (pos.shape[0], hp.num_negatives), device=seq.device)
         emb = self.net.item_embedding
@@ -231,6 +237,13 @@ class RecModule(AttnlabModule):
             beta = alpha * (hp.gbce_t * (1 - 1 / alpha) + 1 / alpha)
             per_position = -(beta * F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit).sum(-1))
         return self._position_mean(per_position.sum(), len(pos))
+
+    def _cross_entropy_sum(self, hidden: Tensor, targets: Tensor) -> Tensor:
+        """Summed cross-entropy over all items, or over ``ce_sampled_items`` sampled ones."""
+        sampled = self.hparams.ce_sampled_items
+        if 0 < sampled < self.net.cfg.num_items:
+            return self.net.sampled_cross_entropy(hidden, targets, sampled)
+        return self.net.item_cross_entropy(hidden, targets, "sum")
 
     def _position_mean(self, total: Tensor, positions: int) -> Tensor:
         """The summed loss of a batch's target positions over the mean number of positions a
@@ -260,7 +273,7 @@ class RecModule(AttnlabModule):
         masked[none, last[none]] = True
         inputs = window.masked_fill(masked, self.net.mask_token)
         hidden = self.net.encode(inputs)[masked]  # (P, dim)
-        total = self.net.item_cross_entropy(hidden, window[masked], "sum")
+        total = self._cross_entropy_sum(hidden, window[masked])
         return self._position_mean(total, int(masked.sum()))
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
