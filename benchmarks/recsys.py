@@ -46,6 +46,7 @@ BASELINES = COUNTED
 # The goal rows get three seeds; the other trained models one (each Beauty run is 30 CPU min).
 SEEDS: dict[str, tuple[int, ...]] = {"sasrec_ce": (42, 1, 2)}
 DEFAULT_SEEDS = (42,)
+MIN_SEEDS = 3  # the goal is judged over at least this many seeds
 # Beauty's absolute goal (test, mean over seeds).
 TARGETS: dict[str, dict[str, float]] = {"beauty": {"ndcg@10": 0.060, "hr@10": 0.095}}
 METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr")
@@ -261,7 +262,7 @@ def tabulate(results: list[RunResult]) -> tuple[dict[str, Any], str]:
         budgets = {
             rows[m]["label"]: rows[m]["budget_cpu_s"]
             for m in rows
-            if rows[m]["budget_cpu_s"] is not None
+            if m not in COUNTED and rows[m]["budget_cpu_s"] is not None
         }
         payload["budget_cpu_s"][dataset] = budgets
         best = max(
@@ -285,6 +286,7 @@ def tabulate(results: list[RunResult]) -> tuple[dict[str, Any], str]:
             None
             if ahead is None
             else bool(ahead)
+            and len(sasrec["seeds"]) >= MIN_SEEDS
             and all(sasrec[m] is not None and sasrec[m] >= t for m, t in targets.items())
         )
         payload["datasets"][dataset] = block
@@ -310,34 +312,44 @@ def tabulate(results: list[RunResult]) -> tuple[dict[str, Any], str]:
             ),
             "",
         ]  # fmt: skip
-        if sasrec is not None and block["sasrec_ce"]["ahead"] is not None:
-            g = block["sasrec_ce"]
-            target_text = ", ".join(
-                f"{m.upper()} {sasrec[m]:.4f} (target {t:.3f})" for m, t in targets.items()
-            )
+        for model in ("sasrec_ce", "bert4rec"):
+            g, row = block[model], rows.get(model)
+            if row is None or g["ahead"] is None:
+                continue
+            if model == "sasrec_ce":
+                target_text = ", ".join(
+                    f"{m.upper()} {row[m]:.4f} (target {t:.3f})" for m, t in targets.items()
+                )
+                verdict = "met" if block["goal_met"] else "NOT met"
+            else:  # the issue asks BERT4Rec to be ahead of the baselines, or why not
+                target_text = ""
+                verdict = "ahead" if g["ahead"] else "behind"
             goal_rows.append(
                 [
                     title,
-                    _mean_pm(sasrec, "ndcg@10"),
+                    row["label"],
+                    len(row["seeds"]),
+                    _mean_pm(row, "ndcg@10"),
                     f"{g['best_baseline']} {g['best_baseline_ndcg@10']:.4f}",
                     f"{g['margin']:+.4f}",
                     f"{g['spread']:.4f}",
                     target_text or "-",
-                    "met" if block["goal_met"] else "NOT met",
+                    verdict,
                 ]
             )
     if goal_rows and not tiny:
         lines += [
             "## Goal",
             "",
-            "SASRec+ ahead of popularity and co-occurrence by more than its seeds' spread (max - "
-            "min of test NDCG@10); on Beauty also the mean NDCG@10 and HR@10 at their targets.",
+            f"SASRec+ over at least {MIN_SEEDS} seeds ahead of popularity and co-occurrence by "
+            "more than its seeds' spread (max - min of test NDCG@10); on Beauty also the mean "
+            "NDCG@10 and HR@10 at their targets. BERT4Rec: ahead of both baselines or not.",
             "",
             markdown_table(
-                ["data", "SASRec+ NDCG@10", "best baseline", "margin", "seeds' spread",
-                 "targets", "goal"],
+                ["data", "model", "seeds", "test NDCG@10", "best baseline", "margin",
+                 "seeds' spread", "targets", "goal"],
                 goal_rows,
-                ["l", "r", "l", "r", "r", "l", "l"],
+                ["l", "l", "r", "r", "l", "r", "r", "l", "l"],
             ),
             "",
         ]  # fmt: skip

@@ -50,23 +50,27 @@ def _fake(name: str, model: str, seed: int, ndcg: float) -> RunResult:
         ((0.064, 0.062, 0.063), True),  # ahead by .018, spread .002, targets reached
         ((0.070, 0.046, 0.050), False),  # mean above the baseline, but not by the spread
         ((0.058, 0.057, 0.059), False),  # ahead, but NDCG@10 below .060
+        ((0.064, 0.063), False),  # two seeds are not enough
     ],
 )
 def test_the_goal_needs_the_margin_over_the_spread_and_the_targets(
     sasrec: tuple[float, ...], met: bool
 ) -> None:
     results = [_fake("cooc", "cooccurrence", 42, 0.044), _fake("pop", "popularity", 42, 0.005)]
+    seeds = (42, 1, 2)[: len(sasrec)]
     results += [_fake(f"s{i}", "sasrec_ce", seed, v) for i, (seed, v) in
-                enumerate(zip((42, 1, 2), sasrec))]  # fmt: skip
+                enumerate(zip(seeds, sasrec))]  # fmt: skip
+    results.append(_fake("b4r", "bert4rec", 42, 0.030))
     payload, markdown = BENCHMARK.tabulate(results)
     block = payload["datasets"]["beauty"]
     assert block["goal_met"] is met
     goal = block["sasrec_ce"]
     assert goal["best_baseline"] == "co-occurrence"
     assert goal["spread"] == pytest.approx(max(sasrec) - min(sasrec))
-    assert goal["ndcg@10"] == pytest.approx(sum(sasrec) / 3)
+    assert goal["ndcg@10"] == pytest.approx(sum(sasrec) / len(sasrec))
     assert ("| met |" in markdown) is met
-    assert "--seed_everything=S (S = 42, 1, 2)" in markdown
+    assert f"--seed_everything=S (S = {', '.join(map(str, seeds))})" in markdown
+    assert block["bert4rec"]["ahead"] is False and "| behind |" in markdown
 
 
 def test_tiny_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
