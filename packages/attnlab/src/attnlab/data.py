@@ -85,7 +85,8 @@ class LengthBucketSampler(Sampler[int]):
 
     Why: variable-length samples are padded to the longest in their batch, and a random batch of
     short item histories is padded to its one long outlier (on Beauty the median history is 4
-    items, a random batch of 128 is about 50 wide), so most of the encoder's work is padding.
+    items, a random batch of 128 is padded to 45 on average), so most of the encoder's work is
+    padding.
     Each epoch: a random permutation, cut into pools of ``pool_batches * batch_size`` samples;
     each pool is sorted by length and cut into batches; the full batches are shuffled, and the
     one partial batch (if ``len(lengths)`` is not a multiple of ``batch_size``) comes last so the
