@@ -49,6 +49,34 @@ def test_item_cross_entropy_equals_cross_entropy_over_all_scores(kind: str) -> N
     torch.testing.assert_close(g_fast, g_full)
 
 
+def test_label_smoothing_spreads_over_the_real_items_only() -> None:
+    model = _model()  # 40 items; column 0 of item_scores is the pad
+    hidden = torch.randn(6, 16)
+    targets = torch.tensor([1, 40, 7, 7, 3, 2])
+    log_probs = model.item_scores(hidden)[:, 1:].log_softmax(1)  # (6, 40) real items
+    nll = -log_probs.gather(1, (targets - 1)[:, None]).squeeze(1)
+    expected = (0.8 * nll + 0.2 * -log_probs.mean(1)).sum()
+    torch.testing.assert_close(model.item_cross_entropy(hidden, targets, "sum", 0.2), expected)
+
+
+def test_sampled_label_smoothing_leaves_out_accidental_hits() -> None:
+    model = _model()
+    hidden = torch.randn(4, 16)
+    targets = torch.tensor([5, 9, 5, 30])
+    torch.manual_seed(1)
+    value = model.sampled_cross_entropy(hidden, targets, 10, label_smoothing=0.25)
+    torch.manual_seed(1)
+    drawn = torch.randint(1, 41, (10,))
+    assert {5, 9} <= set(drawn.tolist())  # three positions' targets were drawn: hits to leave out
+    weight = model.item_embedding.weight
+    expected = 0.0
+    for h, t in zip(hidden, targets):
+        others = [int(i) for i in drawn if i != t]
+        log_probs = torch.stack([h @ weight[t], *[h @ weight[i] for i in others]]).log_softmax(0)
+        expected += 0.75 * -log_probs[0] + 0.25 * -log_probs.mean()
+    torch.testing.assert_close(value, expected)
+
+
 def test_sampled_cross_entropy_is_the_softmax_over_the_target_and_the_draw() -> None:
     model = _model()  # 40 items
     hidden = torch.randn(5, 16)

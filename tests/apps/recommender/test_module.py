@@ -56,11 +56,31 @@ def test_sampled_items_replace_the_full_softmax(model: str) -> None:
     calls: list[int] = []
     net = module.net
     original = net.sampled_cross_entropy
-    net.sampled_cross_entropy = lambda h, t, k: calls.append(k) or original(h, t, k)  # type: ignore[method-assign]
+    net.sampled_cross_entropy = lambda h, t, k, s: calls.append(k) or original(h, t, k, s)  # type: ignore[method-assign]
     loss = module._bert4rec_loss(seq) if model == "bert4rec" else module._sasrec_loss(seq)
     assert calls == [8] and torch.isfinite(loss)
     with pytest.raises(ValueError, match="ce_sampled_items must be >= 0"):
         RecModule(ce_sampled_items=-1)
+
+
+@pytest.mark.parametrize("sampled", [0, 12])
+def test_label_smoothing_reaches_the_loss(sampled: int) -> None:
+    seq = torch.tensor([[1, 2, 3, 4, 0], [5, 6, 7, 8, 9]])
+    plain = RecModule(num_items=30, ce_sampled_items=sampled, **TINY)
+    smooth = RecModule(num_items=30, ce_sampled_items=sampled, label_smoothing=0.3, **TINY)
+    smooth.load_state_dict(plain.state_dict())
+    plain.eval(), smooth.eval()  # no dropout: the two see the same scores
+    torch.manual_seed(0)
+    loss_plain = plain._sasrec_loss(seq)
+    torch.manual_seed(0)
+    loss_smooth = smooth._sasrec_loss(seq)
+    # a near-uniform untrained model: smoothing changes the loss, but only a little
+    assert loss_smooth.item() != pytest.approx(loss_plain.item(), abs=1e-6)
+    assert loss_smooth.item() == pytest.approx(loss_plain.item(), rel=0.1)
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        RecModule(label_smoothing=1.0)
+    with pytest.raises(ValueError, match="use loss: ce"):
+        RecModule(loss="bce", label_smoothing=0.1)
 
 
 def test_bad_hyperparameters() -> None:

@@ -33,7 +33,8 @@ class RecModule(AttnlabModule):
     ``model``: ``sasrec`` (causal; ``loss`` ce = SASRec+, bce = original SASRec with
     ``num_negatives`` sampled negatives, gbce = gSASRec), ``bert4rec`` (masked items, full
     softmax; ``ce_sampled_items`` K > 0 makes either cross-entropy a softmax over the target and
-    K items sampled uniformly a step), or a baseline counted from the training sequences: ``popularity`` or
+    K items sampled uniformly a step; ``label_smoothing`` spreads that share of the target over
+    the other items), or a baseline counted from the training sequences: ``popularity`` or
     ``cooccurrence`` (what followed the history's last item). A baseline has nothing to optimise:
     its fit counts (``configure_from_data``), then takes one zero-loss step on a dummy
     parameter (``fit_anchor``: Lightning writes checkpoints only after an optimizer step),
@@ -63,6 +64,7 @@ class RecModule(AttnlabModule):
         scale_item_embeddings: bool = True,
         num_negatives: int = 1,
         ce_sampled_items: int = 0,
+        label_smoothing: float = 0.0,
         gbce_t: float = 0.75,
         mask_prob: float = 0.2,
         lr: float = 1e-3,
@@ -85,6 +87,12 @@ class RecModule(AttnlabModule):
         if ce_sampled_items < 0:
             raise ValueError(
                 f"ce_sampled_items must be >= 0 (0: the full softmax), got {ce_sampled_items}"
+            )
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if label_smoothing and loss != "ce":
+            raise ValueError(
+                f"label_smoothing smooths the cross-entropy; loss {loss!r} has none (use loss: ce)"
             )
         if not 0.0 < mask_prob < 1.0:
             raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
@@ -241,9 +249,10 @@ class RecModule(AttnlabModule):
     def _cross_entropy_sum(self, hidden: Tensor, targets: Tensor) -> Tensor:
         """Summed cross-entropy over all items, or over ``ce_sampled_items`` sampled ones."""
         sampled = self.hparams.ce_sampled_items
+        smoothing = self.hparams.label_smoothing
         if 0 < sampled < self.net.cfg.num_items:
-            return self.net.sampled_cross_entropy(hidden, targets, sampled)
-        return self.net.item_cross_entropy(hidden, targets, "sum")
+            return self.net.sampled_cross_entropy(hidden, targets, sampled, smoothing)
+        return self.net.item_cross_entropy(hidden, targets, "sum", smoothing)
 
     def _position_mean(self, total: Tensor, positions: int) -> Tensor:
         """The summed loss of a batch's target positions over the mean number of positions a
