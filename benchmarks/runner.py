@@ -10,9 +10,10 @@ how to turn the finished run folders into a table (``tabulate``). This module ru
 * what a run measured is read back from its folder only (``metrics.json``, ``manifest.json``,
   ``metrics.csv``), so a number in ``results/`` is exactly what ``Run.command()`` prints, typed by
   hand, gives;
-* ``reuse=True`` keeps a run whose folder already holds a completed run of the same command and
-  threads (recorded in ``bench.json`` in the folder), so a long benchmark can be resumed or
-  assembled over several sittings;
+* ``reuse=True`` keeps a run whose folder already holds a completed run of the same command,
+  threads and config files (recorded in ``bench.json`` in the folder: the command line, and a
+  digest of the files its ``--config`` names resolve to, so a shipped config edited between
+  sittings runs again), so a long benchmark can be resumed or assembled over several sittings;
 * a failed run is reported (name, return code, last lines of its log); the others are still
   tabulated and written, and :func:`run_benchmark` then raises :class:`BenchmarkFailed`.
 
@@ -23,6 +24,7 @@ What the results files (``results/<name>.json`` and ``.md``) hold, and the tabul
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -56,6 +58,7 @@ __all__ = [
     "Run",
     "RunResult",
     "command_cell",
+    "config_digest",
     "execute",
     "results_table",
     "run_benchmark",
@@ -66,7 +69,7 @@ SCALES = ("full", "tiny")
 # earlier sittings completed, and nothing runs (``--collect``).
 COLLECT = "\x00collect"
 DEFAULT_RUNS_ROOT = ROOT / "runs" / "bench"
-STAMP = "bench.json"  # in a run folder: the command and threads that completed it
+STAMP = "bench.json"  # in a run folder: the command, threads and config digest that completed it
 LOG_TAIL_LINES = 30
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 
@@ -253,8 +256,38 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+def config_digest(run: Run) -> str:
+    """sha256 of what the run's ``--config`` names resolve to (the app's configs, the trainer
+    presets, or a file), in order: the same command line with an edited config is another run."""
+    from attnlab.app import get_app  # the apps' config folders; imports no torch
+    from attnlab.cli import resolve_config
+
+    digest = hashlib.sha256()
+    for name in run.configs:
+        try:
+            resolved = resolve_config(name, get_app(run.app))
+        except SystemExit:  # an unknown app or config: the run itself fails and says why
+            resolved = name
+        path = Path(resolved)
+        digest.update(name.encode() + b"\0")
+        digest.update(path.read_bytes() if path.is_file() else resolved.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def _stamp(run: Run, threads: int) -> dict[str, Any]:
-    return {"command": run.command(), "threads": threads, "budget": dict(run.budget)}
+    return {
+        "command": run.command(),
+        "threads": threads,
+        "budget": dict(run.budget),
+        "configs_sha256": config_digest(run),
+    }
+
+
+def _same_configs(run: Run, stamp: Mapping[str, Any]) -> bool:
+    """The stamp was made with the config files as they are now (a stamp without the digest
+    predates it and is not trusted)."""
+    return stamp.get("configs_sha256") == config_digest(run)
 
 
 def _as_run_earlier(run: Run, run_dir: Path, threads: int) -> Run | None:
@@ -264,7 +297,8 @@ def _as_run_earlier(run: Run, run_dir: Path, threads: int) -> Run | None:
     if not _completed(run_dir) or "budget" not in stamp or stamp.get("threads") != threads:
         return None
     earlier = replace(run, budget=dict(stamp["budget"]))
-    return earlier if stamp.get("command") == earlier.command() else None
+    same = stamp.get("command") == earlier.command() and _same_configs(run, stamp)
+    return earlier if same else None
 
 
 def _completed(run_dir: Path) -> bool:
@@ -278,6 +312,7 @@ def _reusable(run: Run, run_dir: Path, threads: int) -> bool:
         _completed(run_dir)
         and stamp.get("command") == run.command()
         and stamp.get("threads") == threads
+        and _same_configs(run, stamp)
     )
 
 
@@ -302,6 +337,8 @@ def _refused_earlier(run: Run, run_dir: Path, threads: int) -> RunResult | None:
     """A ``may_refuse`` run the command refused in an earlier sitting, with the same command."""
     record = _read_json(_refusal_file(run_dir))
     if not record or record.get("command") != run.command() or record.get("threads") != threads:
+        return None
+    if not _same_configs(run, record):
         return None
     return RunResult(
         run, run_dir, {}, {}, [], 1, "", status="refused", note=str(record.get("error", "")),
@@ -424,11 +461,17 @@ def execute(
             results[run.name] = _collect(earlier, run_dir, returncode=0, reused=True, wall_s=wall)
             say(f"reuse {run.name} (completed earlier at its own budget: {earlier.command()})")
         elif not selected:
-            why = (
-                "not run in any sitting yet"
-                if only == COLLECT
-                else f"not selected by --only {only!r}"
-            )
+            if (
+                reuse
+                and _completed(run_dir)
+                and not _same_configs(run, _read_json(run_dir / STAMP))
+            ):
+                why = "its folder ran with other config files (edited since): run it again"
+                say(f"skip  {run.name}: {why}")
+            elif only == COLLECT:
+                why = "not run in any sitting yet"
+            else:
+                why = f"not selected by --only {only!r}"
             results[run.name] = _skipped(run, run_dir, why)
         elif run.needs_data and _data_missing():
             results[run.name] = _skipped(run, run_dir, _data_missing())
@@ -497,7 +540,7 @@ def run_benchmark(
         if line:
             r.status, r.note = "refused", line
             _refusal_file(r.run_dir).write_text(
-                json.dumps({"command": r.run.command(), "threads": threads, "error": line}) + "\n",
+                json.dumps({**_stamp(r.run, threads), "error": line}) + "\n",
                 encoding="utf-8",
             )
     json_path, error = write_benchmark_results(

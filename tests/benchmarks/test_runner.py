@@ -31,6 +31,8 @@ from benchmarks.runner import (  # noqa: E402
     BenchmarkFailed,
     Run,
     RunResult,
+    _stamp,
+    config_digest,
     execute,
     results_table,
     run_benchmark,
@@ -335,8 +337,9 @@ def test_a_run_completed_at_another_budget_is_kept_with_its_own_command(tmp_path
     (folder / "metrics.json").write_text(json.dumps({"test": {"test/top1": 0.5}}))
     (folder / "manifest.json").write_text(json.dumps({"status": "completed"}))
     (folder / "bench.json").write_text(
-        json.dumps({"command": earlier.command(), "threads": 1, "budget": {"cpu_s": 25.0}})
-    )
+        json.dumps({"command": earlier.command(), "threads": 1, "budget": {"cpu_s": 25.0},
+                    "configs_sha256": config_digest(run)})
+    )  # fmt: skip
     [result] = execute(bench, runs_root=tmp_path, only="other", reuse=True)
     assert result.ok and result.reused
     assert result.run.budget == {"cpu_s": 25.0} and "--budget.cpu_s=25" in result.run.command()
@@ -356,8 +359,9 @@ def test_the_whole_tables_command_drops_an_only_that_left_nothing_out(tmp_path):
     (folder / "metrics.json").write_text(json.dumps({"test": {"test/top1": 0.5}}))
     (folder / "manifest.json").write_text(json.dumps({"status": "completed"}))
     (folder / "bench.json").write_text(
-        json.dumps({"command": run.command(), "threads": 1, "budget": {"cpu_s": 100}})
-    )
+        json.dumps({"command": run.command(), "threads": 1, "budget": {"cpu_s": 100},
+                    "configs_sha256": config_digest(run)})
+    )  # fmt: skip
     out = tmp_path / "results"
     kwargs = dict(runs_root=tmp_path / "runs", results_dir=out, jobs=1)
     path = run_benchmark(bench, only="other", reuse=True, **kwargs)
@@ -367,6 +371,31 @@ def test_the_whole_tables_command_drops_an_only_that_left_nothing_out(tmp_path):
     path = run_benchmark(bench, only="other", reuse=False, **kwargs)  # the run is skipped
     data = json.loads(path.read_text())
     assert data["command"].endswith("--only other") and not data["complete"]
+
+
+def test_a_folder_made_with_an_edited_config_is_not_reused(tmp_path):
+    """The same command line over a config file edited since (a shipped config retuned between
+    sittings) is another run: collected, it is named as stale; selected, it runs again."""
+    from benchmarks.runner import COLLECT, execute
+
+    config = tmp_path / "mine.yaml"
+    config.write_text("budget: {cpu_s: 3}\n", encoding="utf-8")
+    run = Run("mine", "vit", (str(config),))
+    bench = Benchmark(name="e", title="t", runs=lambda scale: [run], tabulate=lambda r: ({}, ""))
+    folder = tmp_path / "runs" / "e" / "full" / "mine"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"test": {"test/top1": 0.5}}))
+    (folder / "manifest.json").write_text(json.dumps({"status": "completed"}))
+    (folder / "bench.json").write_text(json.dumps({**_stamp(run, 1)}))
+    [kept] = execute(bench, runs_root=tmp_path / "runs", only=COLLECT, reuse=True)
+    assert kept.ok and kept.reused
+
+    config.write_text("budget: {cpu_s: 4}\n", encoding="utf-8")  # retuned after the run
+    [stale] = execute(bench, runs_root=tmp_path / "runs", only=COLLECT, reuse=True)
+    assert stale.status == "skipped" and "other config files" in stale.note
+    (folder / "bench.json").write_text(json.dumps({"command": run.command(), "threads": 1}))
+    [undated] = execute(bench, runs_root=tmp_path / "runs", only=COLLECT, reuse=True)
+    assert undated.status == "skipped"  # a stamp without the digest is not trusted
 
 
 def test_collect_runs_nothing_and_says_so(tmp_path):
@@ -389,7 +418,8 @@ def test_a_refusal_from_an_earlier_sitting_is_kept(tmp_path):
     folder = tmp_path / "r" / "full"
     folder.mkdir(parents=True)
     (folder / "bad-combo.refused.json").write_text(
-        json.dumps({"command": run.command(), "threads": 1, "error": "pos 'x' is not available"})
-    )
+        json.dumps({"command": run.command(), "threads": 1, "error": "pos 'x' is not available",
+                    "configs_sha256": config_digest(run)})
+    )  # fmt: skip
     [result] = execute(bench, runs_root=tmp_path, only="other", reuse=True)
     assert result.status == "refused" and result.note == "pos 'x' is not available"
