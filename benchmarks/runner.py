@@ -369,6 +369,7 @@ def _execute_one(run: Run, run_dir: Path, threads: int, say: Callable[[str], Non
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "attnlab.cli", *run.argv(), "--run_dir", str(run_dir)]
     say(f"start {run.name}: {run.command()}")
+    stamp = _stamp(run, threads)  # the config files as the run reads them, not as they end up
     start = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         log.write(f"$ {shlex.join(cmd)}\n")
@@ -379,7 +380,7 @@ def _execute_one(run: Run, run_dir: Path, threads: int, say: Callable[[str], Non
     wall = time.perf_counter() - start
     if proc.returncode == 0 and _completed(run_dir):
         (run_dir / STAMP).write_text(
-            json.dumps({**_stamp(run, threads), "wall_s": round(wall, 1)}, indent=2) + "\n",
+            json.dumps({**stamp, "wall_s": round(wall, 1)}, indent=2) + "\n",
             encoding="utf-8",
         )
         say(f"done  {run.name} in {wall:.0f} s")
