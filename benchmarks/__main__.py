@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reuse",
         action="store_true",
-        help="keep runs whose folder already holds the same completed command (resume or merge)",
+        help="keep runs whose folder already holds the same completed command, run with the same "
+        "config file contents (resume or merge)",
     )
     parser.add_argument(
         "--runs-dir",
