@@ -75,6 +75,10 @@ def test_sampled_label_smoothing_leaves_out_accidental_hits() -> None:
         log_probs = torch.stack([h @ weight[t], *[h @ weight[i] for i in others]]).log_softmax(0)
         expected += 0.75 * -log_probs[0] + 0.25 * -log_probs.mean()
     torch.testing.assert_close(value, expected)
+    hidden.requires_grad_(True)
+    torch.manual_seed(1)
+    model.sampled_cross_entropy(hidden, targets, 10, label_smoothing=0.25).backward()
+    assert torch.isfinite(hidden.grad).all()  # the masked -inf columns give no NaN
 
 
 def test_sampled_cross_entropy_is_the_softmax_over_the_target_and_the_draw() -> None:
