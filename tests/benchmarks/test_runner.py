@@ -375,7 +375,8 @@ def test_the_whole_tables_command_drops_an_only_that_left_nothing_out(tmp_path):
 
 def test_a_folder_made_with_an_edited_config_is_not_reused(tmp_path):
     """The same command line over a config file edited since (a shipped config retuned between
-    sittings) is another run: collected, it is named as stale; selected, it runs again."""
+    sittings) is another run: collected, its folder is skipped and named as stale (the check
+    that also makes a selected run train again instead of being reused)."""
     from benchmarks.runner import COLLECT, execute
 
     config = tmp_path / "mine.yaml"
@@ -386,7 +387,7 @@ def test_a_folder_made_with_an_edited_config_is_not_reused(tmp_path):
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({"test": {"test/top1": 0.5}}))
     (folder / "manifest.json").write_text(json.dumps({"status": "completed"}))
-    (folder / "bench.json").write_text(json.dumps({**_stamp(run, 1)}))
+    (folder / "bench.json").write_text(json.dumps(_stamp(run, 1)))
     [kept] = execute(bench, runs_root=tmp_path / "runs", only=COLLECT, reuse=True)
     assert kept.ok and kept.reused
 
