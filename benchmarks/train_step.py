@@ -3,9 +3,9 @@
 instead of ``bernoulli_``), in the same process; nothing is trained to a result.
 
 For each model (the forecaster's PatchTST at the ETTh1 config's sizes, the recommender's SASRec
-at its MovieLens config's sizes) one set of weights is built twice: as the app builds it, and with
-every dropout module swapped for ``torch.nn.Dropout`` of the same ``p`` (what the apps used
-before). Full training steps (forward, loss, backward, Adam) of the two are timed in
+at the sizes and loss read from its MovieLens config) one set of weights is built twice: as the
+app builds it, and with every dropout module swapped for ``torch.nn.Dropout`` of the same ``p``
+(what the apps used before). Full training steps (forward, loss, backward, Adam) of the two are timed in
 interleaved rounds on one thread (``benchmarks.common.time_interleaved``); the table gives the
 median CPU milliseconds of each and the median per-round ratio. A torch.profiler pass then
 gives the share of the step spent drawing dropout masks (``aten::bernoulli_`` before,
@@ -57,23 +57,40 @@ def _patchtst(quick: bool) -> tuple[nn.Module, Callable[[nn.Module], Tensor], di
     return model, loss, shape
 
 
+def _shipped_model_settings(app: str, config: str) -> dict[str, Any]:
+    """The ``model:`` block of a shipped config, so that the timed sizes follow the config."""
+    import yaml
+
+    from attnlab.app import get_app
+    from attnlab.cli import resolve_config
+
+    with open(resolve_config(config, get_app(app))) as fh:
+        return dict(yaml.safe_load(fh)["model"])
+
+
 def _sasrec(quick: bool) -> tuple[nn.Module, Callable[[nn.Module], Tensor], dict[str, Any]]:
-    """SASRec at the movielens config's sizes: 128 sequences of 200 items, full softmax over
-    1,682 items."""
+    """SASRec at the movielens config's sizes and loss (read from the config): 128 sequences of
+    its max_len items, full softmax over ML-100K's 1,682 items."""
     from attnlab_recommender.model import RecConfig, SequentialRecommender
 
-    batch, length, items = (16, 50, 500) if quick else (128, 200, 1682)
-    model = SequentialRecommender(
-        RecConfig(num_items=items, max_len=length, dim=64, depth=2, num_heads=2, dropout=0.2)
-    )
+    shipped = _shipped_model_settings("recsys", "movielens")
+    keys = ("max_len", "dim", "depth", "num_heads", "dropout", "attn_dropout")
+    sizes = {k: shipped[k] for k in keys}
+    smoothing = float(shipped.get("label_smoothing", 0.0))
+    batch, items = (16, 500) if quick else (128, 1682)
+    if quick:
+        sizes.update(max_len=50, dim=32)
+    length = sizes["max_len"]
+    model = SequentialRecommender(RecConfig(num_items=items, **sizes))
     seq = torch.randint(1, items + 1, (batch, length))  # (B, L)
     target = torch.randint(1, items + 1, (batch * length,))  # next item of every position
 
     def loss(m: nn.Module) -> Tensor:
         hidden = m.encode(seq).flatten(0, 1)  # (B * L, dim)
-        return m.item_cross_entropy(hidden, target)
+        return m.item_cross_entropy(hidden, target, label_smoothing=smoothing)
 
-    return model, loss, {"batch": batch, "length": length, "items": items}
+    shape = {"batch": batch, "length": length, "items": items, "dim": sizes["dim"]}
+    return model, loss, shape | {"label smoothing": smoothing}
 
 
 MODELS: dict[str, Callable[[bool], tuple[nn.Module, Callable[[nn.Module], Tensor], dict]]] = {

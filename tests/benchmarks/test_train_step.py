@@ -34,6 +34,19 @@ def test_the_before_variant_is_the_same_model_with_torch_dropout(label: str) -> 
     assert torch.equal(loss(ours), loss(before))
 
 
+def test_sasrec_is_timed_at_the_shipped_movielens_sizes() -> None:
+    """The timed SASRec follows the config users run, not a copy of its sizes that can drift."""
+    import yaml
+
+    config = ROOT / "apps" / "recommender" / "configs" / "movielens.yaml"
+    shipped = yaml.safe_load(config.read_text())["model"]
+    model, _, shape = train_step.MODELS["sasrec (recsys, movielens)"](False)
+    assert shape["length"] == shipped["max_len"] and shape["dim"] == shipped["dim"]
+    assert shape["label smoothing"] == shipped.get("label_smoothing", 0.0)
+    assert model.cfg.depth == shipped["depth"] and model.cfg.num_heads == shipped["num_heads"]
+    assert model.cfg.dropout == shipped["dropout"]
+
+
 def test_quick_measurement_and_table() -> None:
     rows = train_step.measure(quick=True)
     assert [r["model"] for r in rows] == list(train_step.MODELS)
