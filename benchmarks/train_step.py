@@ -5,11 +5,11 @@ instead of ``bernoulli_``), in the same process; nothing is trained to a result.
 For each model (the forecaster's PatchTST at the ETTh1 config's sizes, the recommender's SASRec
 at the sizes and loss read from its MovieLens config) one set of weights is built twice: as the
 app builds it, and with every dropout module swapped for ``torch.nn.Dropout`` of the same ``p``
-(what the apps used before). Full training steps (forward, loss, backward, Adam) of the two are timed in
-interleaved rounds on one thread (``benchmarks.common.time_interleaved``); the table gives the
-median CPU milliseconds of each and the median per-round ratio. A torch.profiler pass then
-gives the share of the step spent drawing dropout masks (``aten::bernoulli_`` before,
-``aten::uniform_`` after).
+(what the apps used before). Full training steps (forward, loss, backward, Adam) of the two
+are timed in interleaved rounds on one thread (``benchmarks.common.time_interleaved``); the
+table gives the median CPU milliseconds of each and the median per-round ratio. A
+torch.profiler pass then gives the share of the step spent drawing dropout masks
+(``aten::bernoulli_`` before, ``aten::uniform_`` after).
 
 Writes ``results/train_step.json`` (the keys ``python -m benchmarks readme`` reads) and
 ``results/train_step.md``. ``ATTNLAB_BENCH_QUICK=1``: small shapes and few rounds, for the test.
@@ -90,7 +90,8 @@ def _sasrec(quick: bool) -> tuple[nn.Module, Callable[[nn.Module], Tensor], dict
         return m.item_cross_entropy(hidden, target, label_smoothing=smoothing)
 
     shape = {"batch": batch, "length": length, "items": items, "dim": sizes["dim"]}
-    return model, loss, shape | {"label smoothing": smoothing}
+    shape["label smoothing"] = smoothing
+    return model, loss, shape
 
 
 MODELS: dict[str, Callable[[bool], tuple[nn.Module, Callable[[nn.Module], Tensor], dict]]] = {
